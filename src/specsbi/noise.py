@@ -1,4 +1,4 @@
-"""The noise model: Gaussian errors at a per-galaxy S/N, optionally shaped like real error spectra."""
+"""The noise model: Gaussian errors at a per-galaxy S/N, optionally shaped like real errors."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class NoiseModel:
             good = np.isfinite(lib) & (lib > 0)
             if not good.any(1).all():
                 raise ValueError("every error spectrum in `error_library` needs unmasked pixels")
-            med = np.array([np.median(row[g]) for row, g in zip(lib, good)])
+            med = np.array([np.median(row[g]) for row, g in zip(lib, good, strict=True)])
             self.library = np.where(good, lib / med[:, None], np.inf)
 
     def config(self) -> dict[str, Any]:
@@ -79,7 +79,9 @@ class NoiseModel:
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         snr = rng.uniform(*self.snr, size=len(f))
         scale = np.median(f, axis=1) / snr
-        shape = 1.0 if self.library is None else self.library[rng.integers(len(self.library), size=len(f))]
+        shape = 1.0
+        if self.library is not None:
+            shape = self.library[rng.integers(len(self.library), size=len(f))]
         err = shape * scale[:, None] * np.ones_like(f)
         noisy = f + np.where(np.isfinite(err), err, 0.0) * rng.standard_normal(f.shape)
         noisy = np.where(np.isfinite(err), noisy, 0.0)

@@ -92,7 +92,7 @@ class Prior(Distribution):
             return self.base.variance
         return (self.high - self.low) ** 2 / 12
 
-    def sample(self, sample_shape: torch.Size | Sequence[int] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | Sequence[int] = ()) -> torch.Tensor:
         """Draw θ of shape ``sample_shape + (d,)`` using torch's global generator."""
         shape = torch.Size(sample_shape)
         if self.base is None:

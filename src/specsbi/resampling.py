@@ -86,7 +86,8 @@ def resample(
     require_ndim(f, "flux", (1, 2), "(npix,) or (n, npix)")
     if f.shape[-1] != wl.size:
         raise ValueError(
-            f"`flux` has {f.shape[-1]} pixels but `wavelength` has {wl.size}: the grids do not match"
+            f"`flux` has {f.shape[-1]} pixels but `wavelength` has {wl.size}: "
+            "the grids do not match"
         )
     if not 0 < min_coverage <= 1:
         raise ValueError(f"`min_coverage` must lie in (0, 1]; got {min_coverage}")

@@ -276,7 +276,8 @@ class SpectraSet:
             noiseless = raw["spec_noiseless"][sel] if "spec_noiseless" in raw else None
             attrs = {k: _attr(v) for k, v in h5.attrs.items()}
             try:
-                return cls(wl, raw["spec"][sel], raw["specerr"][sel], None, params, noiseless, attrs)
+                spec, err = raw["spec"][sel], raw["specerr"][sel]
+                return cls(wl, spec, err, None, params, noiseless, attrs)
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
 

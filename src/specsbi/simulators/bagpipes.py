@@ -1,4 +1,4 @@
-"""`BagpipesSimulator`: BC03 stellar populations with dust, nebular emission and velocity dispersion."""
+"""`BagpipesSimulator`: BC03 populations with dust, nebular emission and velocity dispersion."""
 
 from __future__ import annotations
 

@@ -1,0 +1,66 @@
+"""The command line: simulate works, bad input exits non-zero with one line, help is quick."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+from specsbi.cli import main
+
+
+def test_simulate_writes_the_layout(tmp_path, capsys):
+    out = tmp_path / "train.h5"
+    rc = main(["simulate", "--n", "12", "--out", str(out), "--simulator", "toy",
+               "--workers", "2", "--chunk-size", "4", "--no-progress", "--fix", "log_u=-3",
+               "--range", "redshift=0.1,0.2"])
+    assert rc == 0 and "wrote 12" in capsys.readouterr().out
+    with h5py.File(out) as h5:
+        assert h5["raw/spec"].shape == (12, 3841)
+        assert (h5["raw/log_u"][()] == -3).all()
+        assert h5["raw/z"][()].min() >= 0.1 and h5["raw/z"][()].max() <= 0.2
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n", "0"], "positive integer"),
+        (["--n", "5", "--fix", "log_u"], "NAME=VALUE"),
+        (["--n", "5", "--fix", "dust=1"], "unknown parameters"),
+        (["--n", "5", "--range", "av=0"], "NAME=LOW,HIGH"),
+        (["--n", "5", "--snr-min", "-1"], "snr"),
+        (["--n", "5", "--workers", "0"], ">= 1"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "x.h5"
+    rc = main(["simulate", "--out", str(out), "--simulator", "toy", "--no-progress", *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_existing_output_exits_2(tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    out.write_text("keep me")
+    assert main(["simulate", "--n", "3", "--out", str(out), "--simulator", "toy"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
+def test_missing_folder_exits_2(tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "x.h5"
+    assert main(["simulate", "--n", "3", "--out", str(out), "--simulator", "toy"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_import_and_help_are_light():
+    code = ("import sys, specsbi, specsbi.cli; specsbi.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'bagpipes', 'dask', 'h5py') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    helped = subprocess.run([sys.executable, "-m", "specsbi.cli", "--help"],
+                            capture_output=True, text=True)
+    assert helped.returncode == 0 and "simulate" in helped.stdout and helped.stderr == ""
