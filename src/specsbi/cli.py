@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bagpipes internal resolution R (default 1000; SDSS ≈ 2000)")
     sim.add_argument("--snr-min", type=float, default=5.0)
     sim.add_argument("--snr-max", type=float, default=30.0)
-    sim.add_argument("--chunk-size", type=int, default=250,
-                     help="spectra per chunk (unit of work and of resuming)")
+    sim.add_argument("--chunk-size", type=int, default=None,
+                     help="spectra per chunk, the unit of work and of resuming (default n/8, "
+                          "10 to 250)")
     sim.add_argument("--fix", action="append", metavar="NAME=VALUE",
                      help="hold a prior parameter fixed (repeatable)")
     sim.add_argument("--range", action="append", metavar="NAME=LOW,HIGH",

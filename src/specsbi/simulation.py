@@ -46,7 +46,7 @@ def simulate(
     workers: Any = 1,
     seed: int = 0,
     noise: NoiseModel = _DEFAULT_NOISE,
-    chunk_size: int = 250,
+    chunk_size: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> SpectraSet:
@@ -63,7 +63,8 @@ def simulate(
         noise: noise model of the one noisy realisation stored in ``/raw/spec``,
             ``/raw/specerr`` and ``/raw/snr``; the noiseless flux is always kept in
             ``/raw/spec_noiseless`` so training can draw fresh noise every epoch.
-        chunk_size: spectra per chunk (the unit of parallel work and of resuming).
+        chunk_size: spectra per chunk, the unit of parallel work and of resuming
+            (default: n/8 rounded up, between 10 and 250).
         overwrite: replace an existing ``path``.
         progress: show a progress bar.
 
@@ -92,7 +93,7 @@ def simulate_to_file(
     workers: Any = 1,
     seed: int = 0,
     noise: NoiseModel = _DEFAULT_NOISE,
-    chunk_size: int = 250,
+    chunk_size: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -135,6 +136,8 @@ class _Plan:
     def __init__(self, simulator, prior, n, seed, noise, chunk_size) -> None:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"`n` must be a positive integer; got {n!r}")
+        if chunk_size is None:
+            chunk_size = int(min(250, max(10, -(-n // 8))))
         if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"`chunk_size` must be a positive integer; got {chunk_size!r}")
         if not isinstance(seed, (int, np.integer)):
