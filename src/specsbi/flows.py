@@ -1,0 +1,229 @@
+"""Normalizing flows on nflows transforms: conditional q(y | c) and joint q(x, θ) flows.
+
+Both are autoregressive (MAF or neural-spline), with standardisation built in:
+the flow's first transform standardises its features, and a condition is
+standardised before its embedding network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from nflows.distributions import StandardNormal
+from nflows.flows import Flow
+from nflows.transforms import (
+    CompositeTransform,
+    MaskedAffineAutoregressiveTransform,
+    MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
+    Permutation,
+    PointwiseAffineTransform,
+)
+from torch import Tensor, nn
+
+__all__ = ["ConditionalFlow", "JointFlow", "Standardize", "FLOW_KINDS"]
+
+FLOW_KINDS = ("maf", "nsf")
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with fixed, saved statistics (buffers)."""
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+def _stats(data: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:
+    if data is None:
+        return torch.zeros(dim), torch.ones(dim)
+    mean, std = data.mean(0), data.std(0)
+    return mean, torch.where(std > 1e-8 * (1 + mean.abs()), std, torch.ones_like(std))
+
+
+def _layer(kind: str, features: int, hidden: int, context: int | None, bins: int,
+           tail_bound: float) -> nn.Module:
+    if kind == "maf":
+        return MaskedAffineAutoregressiveTransform(
+            features, hidden, context_features=context, num_blocks=2,
+            use_residual_blocks=False, activation=torch.tanh,
+        )
+    if kind == "nsf":
+        return MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+            features, hidden, context_features=context, num_bins=bins, tails="linear",
+            tail_bound=tail_bound, num_blocks=2, use_residual_blocks=False, activation=torch.relu,
+        )
+    raise ValueError(f"unknown flow {kind!r}; choose one of {FLOW_KINDS}")
+
+
+def _transform(kind, features, hidden, transforms, context, bins, tail_bound, mean, std,
+               blocks: list[int]) -> CompositeTransform:
+    """Standardise, then autoregressive layers separated by within-block reversals."""
+    if transforms < 1 or hidden < 1:
+        raise ValueError("`transforms` and `hidden` must be >= 1")
+    perm, start = [], 0
+    for size in blocks:  # reverse inside each block: block order (x before θ) is kept
+        perm += list(range(start + size - 1, start - 1, -1))
+        start += size
+    layers: list[nn.Module] = [PointwiseAffineTransform(-mean / std, 1 / std)]
+    for i in range(transforms):
+        layers.append(_layer(kind, features, hidden, context, bins, tail_bound))
+        if i < transforms - 1 and features > 1:
+            layers.append(Permutation(torch.tensor(perm)))
+    return CompositeTransform(layers)
+
+
+class ConditionalFlow(nn.Module):
+    """q(y | c): an autoregressive flow over ``y`` whose transforms are networks of ``c``.
+
+    The condition is standardised, passed through ``embedding`` (default: identity),
+    and enters every layer (the "parameter-dependent" flow of DESIGN.md).
+
+    Args:
+        features: dimension of ``y``.
+        context: dimension of ``c``.
+        kind: "maf" or "nsf".
+        hidden: hidden units of each MADE.
+        transforms: number of autoregressive layers.
+        bins: spline bins ("nsf").
+        tail_bound: spline range in standardised units ("nsf").
+        embedding: module mapping the standardised condition to ``embedding_dim``.
+        embedding_dim: output size of ``embedding`` (default ``context``).
+        y, c: optional training data to take standardisation statistics from.
+
+    Example:
+        >>> flow = ConditionalFlow(2, 3)
+        >>> c = torch.randn(4, 3)
+        >>> flow.sample(10, c).shape, flow.log_prob(torch.randn(4, 2), c).shape
+        (torch.Size([4, 10, 2]), torch.Size([4]))
+    """
+
+    def __init__(self, features: int, context: int, kind: str = "nsf", hidden: int = 64,
+                 transforms: int = 5, bins: int = 8, tail_bound: float = 4.0,
+                 embedding: nn.Module | None = None, embedding_dim: int | None = None,
+                 y: Tensor | None = None, c: Tensor | None = None) -> None:
+        super().__init__()
+        self.features, self.context = features, context
+        y_mean, y_std = _stats(y, features)
+        c_mean, c_std = _stats(c, context)
+        embed = nn.Sequential(Standardize(c_mean, c_std), embedding or nn.Identity())
+        width = embedding_dim or context
+        transform = _transform(kind, features, hidden, transforms, width, bins, tail_bound,
+                               y_mean, y_std, [features])
+        self.flow = Flow(transform, StandardNormal([features]), embedding_net=embed)
+
+    def log_prob(self, y: Tensor, condition: Tensor) -> Tensor:
+        """log q(y | c) for paired rows: (B, features), (B, context) → (B,)."""
+        return self.flow.log_prob(y, context=condition)
+
+    def sample(self, n: int, condition: Tensor) -> Tensor:
+        """``n`` draws for each condition row: (B, context) → (B, n, features)."""
+        return self.flow.sample(n, context=condition)
+
+    def forward(self, condition: Tensor) -> _Bound:
+        """The flow at a condition, with ``sample(n)`` and ``log_prob(y)`` (zuko's shape)."""
+        return _Bound(self, condition)
+
+
+class _Bound:
+    def __init__(self, flow: ConditionalFlow, condition: Tensor) -> None:
+        self.flow, self.condition = flow, condition
+
+    def sample(self, n: int) -> Tensor:
+        return self.flow.sample(n, self.condition)
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        return self.flow.log_prob(y, self.condition.expand(len(y), -1))
+
+
+class JointFlow(nn.Module):
+    """q(x, θ): one autoregressive flow over the joint vector [x, θ], x first.
+
+    The "parameter-augmented" flow of DESIGN.md. Because every layer is
+    autoregressive in an order that puts x before θ (permutations only reverse
+    within each block), the flow factorises as q(x) q(θ | x): θ given x is sampled
+    exactly by inverting only the θ block, and log q(x) (hence the normalised
+    log q(θ | x)) follows from the x block alone.
+
+    Example:
+        >>> flow = JointFlow(3, 2, kind="maf")
+        >>> x = torch.randn(4, 3)
+        >>> flow.conditional_sample(5, x).shape, flow.marginal_log_prob(x).shape
+        (torch.Size([4, 5, 2]), torch.Size([4]))
+    """
+
+    def __init__(self, x_dim: int, theta_dim: int, kind: str = "nsf", hidden: int = 64,
+                 transforms: int = 5, bins: int = 8, tail_bound: float = 4.0,
+                 x: Tensor | None = None, theta: Tensor | None = None) -> None:
+        super().__init__()
+        self.x_dim, self.theta_dim = x_dim, theta_dim
+        xm, xs = _stats(x, x_dim)
+        tm, ts = _stats(theta, theta_dim)
+        transform = _transform(kind, x_dim + theta_dim, hidden, transforms, None, bins,
+                               tail_bound, torch.cat([xm, tm]), torch.cat([xs, ts]),
+                               [x_dim, theta_dim])
+        self.flow = Flow(transform, StandardNormal([x_dim + theta_dim]))
+
+    def log_prob(self, x: Tensor, theta: Tensor) -> Tensor:
+        """log q(x, θ): (B, x_dim), (B, θ_dim) → (B,)."""
+        return self.flow.log_prob(torch.cat([x, theta], dim=-1))
+
+    def _x_path(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Run x (with θ = 0) forward; return u_x and the input of every layer."""
+        z = torch.cat([x, x.new_zeros(len(x), self.theta_dim)], dim=-1)
+        inputs = []
+        for layer in self.flow._transform._transforms:
+            inputs.append(z)
+            z, _ = layer(z)
+        return z[:, : self.x_dim], inputs
+
+    def marginal_log_prob(self, x: Tensor) -> Tensor:
+        """log q(x) = log N(u_x) + log |det ∂u_x/∂x| (the x block is a flow of its own)."""
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            u_x, _ = self._x_path(xr)
+            eye = torch.eye(self.x_dim, dtype=x.dtype, device=x.device)
+            grads = torch.autograd.grad(
+                u_x, xr, grad_outputs=eye[:, None, :].expand(-1, len(x), -1),
+                is_grads_batched=True,
+            )[0]  # (x_dim, B, x_dim): row j of each Jacobian
+        jac = grads.permute(1, 0, 2)
+        logdet = torch.linalg.slogdet(jac)[1]
+        base = -0.5 * (u_x.detach() ** 2).sum(-1) - 0.5 * self.x_dim * torch.log(
+            torch.tensor(2 * torch.pi, dtype=x.dtype))
+        return base + logdet
+
+    def conditional_log_prob(self, theta: Tensor, x: Tensor,
+                             log_qx: Tensor | None = None) -> Tensor:
+        """log q(θ | x) = log q(x, θ) − log q(x), normalised over θ ∈ ℝ^d."""
+        if log_qx is None:
+            log_qx = self.marginal_log_prob(x)
+        return self.log_prob(x, theta) - log_qx
+
+    @torch.no_grad()
+    def conditional_sample(self, n: int, x: Tensor) -> Tensor:
+        """Exact draws of θ ~ q(θ | x): (B, x_dim) → (B, n, θ_dim)."""
+        b = len(x)
+        xs = x.repeat_interleave(n, dim=0)
+        u_x, inputs = self._x_path(xs)
+        u_theta = torch.randn(b * n, self.theta_dim, dtype=x.dtype, device=x.device)
+        z = torch.cat([u_x, u_theta], dim=-1)
+        for layer, known in zip(reversed(self.flow._transform._transforms), reversed(inputs),
+                                strict=True):
+            z = self._invert_layer(layer, z, known)
+        return z[:, self.x_dim :].reshape(b, n, self.theta_dim)
+
+    def _invert_layer(self, layer: Any, z: Tensor, known: Tensor) -> Tensor:
+        """Invert one layer given its output ``z`` and its (already known) x inputs."""
+        if not hasattr(layer, "autoregressive_net"):
+            return layer.inverse(z)[0]  # permutations and the standardisation act per block
+        out = known.clone()
+        for _ in range(self.theta_dim):  # each pass fixes one more θ dimension
+            params = layer.autoregressive_net(out)
+            inv, _ = layer._elementwise_inverse(z, params)
+            out = torch.cat([known[:, : self.x_dim], inv[:, self.x_dim :]], dim=-1)
+        return out
