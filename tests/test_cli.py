@@ -64,3 +64,27 @@ def test_import_and_help_are_light():
     helped = subprocess.run([sys.executable, "-m", "specsbi.cli", "--help"],
                             capture_output=True, text=True)
     assert helped.returncode == 0 and "simulate" in helped.stdout and helped.stderr == ""
+
+
+def test_train_and_infer_write_the_design_layout(tmp_path, capsys):
+    data = tmp_path / "train.h5"
+    assert main(["simulate", "--n", "300", "--out", str(data), "--simulator", "toy",
+                 "--no-progress"]) == 0
+    model = tmp_path / "npe"
+    assert main(["train", "npe", "--data", str(data), "--out", str(model), "--epochs", "2",
+                 "--no-progress"]) == 0
+    out = tmp_path / "post.h5"
+    assert main(["infer", str(data), "--model", str(model), "--out", str(out),
+                 "--samples", "20", "--chunk", "128", "--no-progress"]) == 0
+    with h5py.File(out) as h5:
+        assert h5["samples"].shape == (300, 20, 2)
+        assert h5["summary"].shape == (300, 2, 3)
+        assert [n.decode() for n in h5["param_names"][()]] == ["log_mstar", "redshift"]
+        for flag in ("ood", "ood_score", "masked_fraction"):
+            assert h5[f"flags/{flag}"].shape == (300,)
+    capsys.readouterr()
+    assert main(["infer", str(data), "--model", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "x.h5")]) == 2
+    assert "no model" in capsys.readouterr().err
+    assert main(["train", "npe", "--data", str(data), "--out", str(model)]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -22,6 +22,13 @@ _EXPORTS = {
     "NoiseModel": "noise",
     "simulate": "simulation",
     "resample": "resampling",
+    "PosteriorEstimator": "estimators",
+    "LikelihoodEstimator": "estimators",
+    "SpectrumPosterior": "spectrum_posterior",
+    "SpectrumLikelihood": "spectrum_likelihood",
+    "Posterior": "posterior",
+    "TrainConfig": "training",
+    "load": "models",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""The `specsbi` command line: simulate (more commands arrive with the estimators)."""
+"""The `specsbi` command line: simulate, train, infer."""
 
 from __future__ import annotations
 
@@ -58,6 +58,53 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .spectra import SpectraSet
+    from .training import TrainConfig
+
+    if args.what == "emulator":
+        raise ValueError("emulators arrive with the emulator issue; train npe or nle")
+    rows = slice(0, args.n) if args.n else None
+    data = SpectraSet.read(args.data, rows=rows)
+    config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
+                         patience=args.patience)
+    common = dict(variant=args.variant, flow=args.flow, train_config=config, seed=args.seed,
+                  progress=not args.no_progress)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.what == "npe":
+        from .spectrum_posterior import SpectrumPosterior
+
+        model = SpectrumPosterior(targets=targets, **common)
+    else:
+        from .spectrum_likelihood import SpectrumLikelihood
+
+        model = SpectrumLikelihood(targets=targets, **common)
+    from .files import check_writable
+
+    check_writable(args.out, args.overwrite)  # fail before hours of training, not after
+    model.fit(data)
+    path = model.save(args.out, overwrite=args.overwrite)
+    h = model.history
+    print(f"saved {args.what} ({args.variant}) to {path}: best validation loss "
+          f"{h.best_val_loss:.3f} at epoch {h.best_epoch + 1} of {len(h.val_loss)}")
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from .inference import infer_catalog
+    from .models import load
+
+    model = load(args.model)
+    if not hasattr(model, "summarize"):
+        raise ValueError(f"{args.model} is not a spectrum model (train one with `specsbi "
+                         "train npe --data FILE`)")
+    path = infer_catalog(model, args.inputs, args.out, n_samples=args.samples,
+                         chunk=args.chunk, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+    print(f"wrote posteriors to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (importing no heavy module)."""
     parser = argparse.ArgumentParser(
@@ -88,6 +135,34 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     sim.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     sim.set_defaults(func=_cmd_simulate)
+
+    tr = sub.add_parser("train", help="train a posterior (npe) or likelihood (nle) model")
+    tr.add_argument("what", choices=["npe", "nle", "emulator"])
+    tr.add_argument("--variant", choices=["dependent", "augmented"], default="dependent")
+    tr.add_argument("--data", required=True, help="simulated HDF5 training set")
+    tr.add_argument("--out", required=True, help="model folder to write")
+    tr.add_argument("--targets", default="log_mstar,redshift",
+                    help="comma-separated parameters to infer (default log_mstar,redshift)")
+    tr.add_argument("--flow", choices=["nsf", "maf"], default="nsf")
+    tr.add_argument("--n", type=int, help="use only the first N training spectra")
+    tr.add_argument("--epochs", type=int, default=300, help="most epochs (early stopping)")
+    tr.add_argument("--patience", type=int, default=15)
+    tr.add_argument("--batch-size", type=int, default=256)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    inf = sub.add_parser("infer", help="posteriors for every galaxy of a file")
+    inf.add_argument("inputs", nargs="+", help="an HDF5 file or SDSS spec-*.fits files")
+    inf.add_argument("--out", required=True, help="output HDF5 (samples, summary, flags)")
+    inf.add_argument("--model", default="default", help="model folder (default: shipped)")
+    inf.add_argument("--samples", type=int, default=1000, help="posterior samples per galaxy")
+    inf.add_argument("--chunk", type=int, default=500, help="galaxies per chunk")
+    inf.add_argument("--overwrite", action="store_true")
+    inf.add_argument("--no-progress", action="store_true")
+    inf.set_defaults(func=_cmd_infer)
     return parser
 
 
@@ -104,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, OSError, ImportError) as err:
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
         print(f"specsbi {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

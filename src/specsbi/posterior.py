@@ -197,6 +197,8 @@ class Posterior:
     # ---------------------------------------------------------------- summary
     def summary(self, n: int = 2000) -> dict[str, dict[str, Any]]:
         """Median, 16th and 84th percentile per parameter (floats, or (b,) arrays for a batch)."""
+        if self._samples is not None:
+            n = min(n, self._samples.shape[1])
         if self._summary_samples is None or self._summary_samples.shape[-2] != n:
             s = self._draw(n).cpu().numpy()
             self._summary_samples = s

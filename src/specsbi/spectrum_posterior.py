@@ -53,6 +53,7 @@ class _Anchor(nn.Module):
         self.register_buffer("scale", torch.ones(d))
         self.register_buffer("s_mean", torch.zeros(summary_dim))
         self.register_buffer("s_std", torch.ones(summary_dim))
+        self.register_buffer("ood_threshold", torch.tensor(float("inf")))
 
     def fit(self, s: Tensor, theta: Tensor) -> None:
         """Least-squares regression of θ on the standardised summary; residual scale."""
@@ -62,6 +63,11 @@ class _Anchor(nn.Module):
         resid = theta.double() - X @ w
         mad = 1.4826 * (resid - resid.median(0).values).abs().median(0).values
         self.weight, self.scale = w.float(), mad.float().clamp(min=1e-12)
+        self.ood_threshold = torch.quantile(self.ood_score(s), 0.999)
+
+    def ood_score(self, s: Tensor) -> Tensor:
+        """Largest |z-score| of a summary against the training summaries."""
+        return ((s - self.s_mean) / self.s_std).abs().amax(-1)
 
     def loc_scale(self, s: Tensor) -> tuple[Tensor, Tensor]:
         X = torch.cat([(s - self.s_mean) / self.s_std, torch.ones(len(s), 1, device=s.device)], 1)
@@ -224,6 +230,14 @@ class SpectrumPosterior:
         err = torch.as_tensor(spectra.err).to(self.device)
         return net["compressor"](flux, err)
 
+    def ood(self, summaries: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-distribution score per galaxy (largest |z| of its summary against the
+        training summaries) and the flag: score above the 99.9th percentile seen on the
+        noisy training set."""
+        anchor = self._require()["anchor"]
+        score = anchor.ood_score(summaries)
+        return score.cpu().numpy(), (score > anchor.ood_threshold).cpu().numpy()
+
     def posterior(self, spectra: SpectraSet | Spectrum) -> Posterior:
         """The posterior of one galaxy (``obs[17]``) or of a batch (``obs[10:20]``)."""
         s = self.summarize(spectra)
@@ -269,6 +283,9 @@ class SpectrumPosterior:
         return (lp + logdet).reshape(b, k)
 
     # ------------------------------------------------------------- save/load
+    def _restore(self, card: dict[str, Any]) -> None:
+        """Set what a subclass needs from the card before the networks are rebuilt."""
+
     def card(self) -> dict[str, Any]:
         return {
             "class": "SpectrumPosterior",
@@ -315,6 +332,7 @@ class SpectrumPosterior:
                     card["hidden"], card["transforms"], card["bins"], card["n_components"],
                     noise=NoiseModel(snr=tuple(noise["snr"])) if noise else None,
                     device=device, seed=card.get("seed", 0), progress=False)
+        model._restore(card)
         model.wavelength = state.pop("wavelength").double().numpy()
         model.prior = Prior.from_json(card["prior"]) if card.get("prior") else None
         model.data_info = card.get("training_data", {})

@@ -1,0 +1,197 @@
+"""`SpectrumLikelihood`: a learned likelihood of spectrum summaries, posteriors by MCMC.
+
+The likelihood q(s | θ) is learned over the simulator's own parameters θ (whose
+prior is known and uniform), either as a conditional flow (``variant="dependent"``)
+or as one flow over [s, θ] (``variant="augmented"``, log q(s | θ) = log q(s, θ) −
+log p(θ)). The summary is the same fixed rest-frame PCA compressor as
+SpectrumPosterior (a density over a learned summary would collapse it). A posterior
+over θ comes from emcee; targets that are not parameters (``log_mstar``, a derived
+output of the simulator) come from a small network fitted to the simulator's
+mapping θ → target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .flows import ConditionalFlow, JointFlow
+from .mcmc import run_emcee, torch_log_prob
+from .posterior import Posterior
+from .priors import Prior, default_prior
+from .spectra import SpectraSet, Spectrum
+from .spectrum_posterior import SpectrumPosterior
+from .training import TrainConfig, train
+
+__all__ = ["SpectrumLikelihood"]
+
+log = logging.getLogger(__name__)
+
+
+class _Derived(nn.Module):
+    """A small MLP for a deterministic simulator output, e.g. θ → log_mstar."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("std", torch.ones(d_in))
+        self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                 nn.SiLU(), nn.Linear(hidden, d_out))
+
+    def forward(self, theta: Tensor) -> Tensor:
+        return self.net((theta - self.mean) / self.std)
+
+
+class SpectrumLikelihood(SpectrumPosterior):
+    """Neural likelihood of spectra (via their summary) given the simulator parameters.
+
+    Same arguments as :class:`SpectrumPosterior`; ``posterior`` runs emcee per galaxy
+    (``n_steps`` per walker) and returns a sample-based :class:`Posterior` over the
+    targets, with the MCMC diagnostics.
+    """
+
+    def _build(self, wavelength: np.ndarray) -> nn.ModuleDict:
+        net = super()._build(wavelength)
+        d, s_dim = len(self.theta_names), net["compressor"].dim
+        common = dict(kind=self.flow_kind, hidden=self.hidden, transforms=self.transforms,
+                      bins=self.bins)
+        net["flow"] = (JointFlow(s_dim, d, **common) if self.variant == "augmented"
+                       else ConditionalFlow(s_dim, d, **common))
+        derived = [t for t in self.targets if t not in self.theta_names]
+        net["derived"] = _Derived(d, max(len(derived), 1))
+        return net
+
+    def fit(self, train_set: SpectraSet, checkpoint: Any = None) -> SpectrumLikelihood:
+        """Train on a simulated SpectraSet (noiseless flux, every prior parameter)."""
+        prior_doc = train_set.attrs.get("prior")
+        self.theta_prior = Prior.from_json(prior_doc) if prior_doc else default_prior()
+        self.theta_names = list(self.theta_prior.names)
+        missing = [k for k in self.theta_names + self.targets if k not in train_set.params]
+        if missing:
+            raise ValueError(f"the training set lacks {missing}; it has {sorted(train_set.params)}")
+        if train_set.flux_noiseless is None:
+            raise ValueError("the training set has no noiseless flux (/raw/spec_noiseless)")
+        if self.noise is None:
+            from .noise import NoiseModel
+
+            snr = (train_set.attrs.get("noise") or {}).get("snr", (5.0, 30.0))
+            self.noise = NoiseModel(snr=tuple(snr))
+        torch.manual_seed(self.seed)
+        self.wavelength = train_set.wavelength.copy()
+        net = self._build(self.wavelength)
+        theta = torch.as_tensor(np.stack([train_set.params[k] for k in self.theta_names], 1),
+                                dtype=torch.float32)
+        noiseless = torch.as_tensor(train_set.flux_noiseless)
+        net["compressor"].fit(train_set.flux_noiseless, train_set.params["redshift"])
+        gen = torch.Generator().manual_seed(self.seed)
+        n0 = min(len(noiseless), 5000)
+        noisy, err, _ = self.noise.sample(noiseless[:n0], gen)
+        s0 = net["compressor"](noisy, err)
+        targets = np.stack([train_set.params[k][:n0] for k in self.targets], 1)
+        net["anchor"].fit(s0, torch.as_tensor(targets, dtype=torch.float32))  # OOD statistics
+        _standardise(net["flow"], s0, theta, self.variant)
+        derived = [t for t in self.targets if t not in self.theta_names]
+        if derived:  # the deterministic map θ → derived targets (e.g. log_mstar)
+            y = torch.as_tensor(np.stack([train_set.params[k] for k in derived], 1),
+                                dtype=torch.float32)
+            mlp = net["derived"]
+            mlp.mean.copy_(theta.mean(0))
+            mlp.std.copy_(theta.std(0))
+            train(mlp, lambda m, b, g: (m(b[0]) - b[1]).pow(2).sum(-1), [theta, y],
+                  TrainConfig(batch_size=256, lr=2e-3, max_epochs=150, patience=10),
+                  seed=self.seed, progress=self.progress)
+        self.prior = self.theta_prior
+        self.net = net.to(self.device)
+        self.history = train(self.net, self._loss, [theta.to(self.device),
+                                                    noiseless.to(self.device)],
+                             self.train_config, seed=self.seed, progress=self.progress,
+                             checkpoint=checkpoint, params=list(net["flow"].parameters()))
+        self.data_info = {"n": len(train_set)}
+        return self
+
+    def _loss(self, net: nn.ModuleDict, batch: Sequence[Tensor], gen: torch.Generator
+              ) -> Tensor:
+        theta, noiseless = batch
+        noisy, err, _ = self.noise.sample(noiseless, gen)
+        s = net["compressor"](noisy, err)
+        if self.variant == "augmented":
+            return -net["flow"].log_prob(s, theta)
+        return -net["flow"].log_prob(s, theta)
+
+    def log_likelihood(self, s: Tensor, theta: Tensor) -> Tensor:
+        """log q(s | θ) for paired rows."""
+        flow = self._require()["flow"]
+        if self.variant == "augmented":
+            return flow.log_prob(s, theta) - self.theta_prior.log_prob(theta.cpu()).to(s)
+        return flow.log_prob(s, theta)
+
+    def targets_of(self, theta: Tensor) -> Tensor:
+        """Map θ draws to the targets (parameters directly, derived ones by the MLP)."""
+        derived = [t for t in self.targets if t not in self.theta_names]
+        extra = self._require()["derived"](theta) if derived else None
+        cols = []
+        for t in self.targets:
+            if t in self.theta_names:
+                cols.append(theta[:, self.theta_names.index(t)])
+            else:
+                cols.append(extra[:, derived.index(t)])
+        return torch.stack(cols, 1)
+
+    @torch.no_grad()
+    def posterior(self, spectra: SpectraSet | Spectrum, n_samples: int = 1000,
+                  n_steps: int = 3000) -> Posterior:
+        """emcee under the learned likelihood for each galaxy; a sample-based Posterior."""
+        s = self.summarize(spectra)
+        draws, diags = [], []
+        for i in range(len(s)):
+            si = s[i : i + 1]
+
+            def log_post(theta: Tensor, si=si) -> Tensor:
+                lp = self.theta_prior.log_prob(theta.cpu()).to(theta)
+                out = torch.full_like(lp, -torch.inf)
+                ok = torch.isfinite(lp)
+                if ok.any():
+                    out[ok] = self.log_likelihood(si.expand(int(ok.sum()), -1), theta[ok]) + lp[ok]
+                return out
+
+            init = self.theta_prior.draw(4000, self.seed + i)
+            th, diag = run_emcee(torch_log_prob(log_post, self.device), init, n_samples,
+                                 n_steps=n_steps, seed=self.seed + i, progress=False)
+            draws.append(self.targets_of(torch.as_tensor(th, dtype=torch.float32)))
+            diags.append(diag)
+        single = isinstance(spectra, Spectrum)
+        return Posterior(None, s, self.targets, None, samples=torch.stack(draws),
+                         diagnostics=diags[0] if single else {"per_observation": diags},
+                         single=single)
+
+    def card(self) -> dict[str, Any]:
+        card = super().card()
+        card.update({"class": "SpectrumLikelihood", "theta_prior": self.theta_prior.to_json()})
+        return card
+
+    def _restore(self, card: dict[str, Any]) -> None:
+        self.theta_prior = Prior.from_json(card["theta_prior"])
+        self.theta_names = list(self.theta_prior.names)
+
+
+def _standardise(flow: nn.Module, s: Tensor, theta: Tensor, variant: str) -> None:
+    """Standardisation of a likelihood flow: features s (robust), condition θ."""
+    med = s.median(0).values
+    mad = (1.4826 * (s - med).abs().median(0).values).clamp(min=1e-6)
+    t_m, t_s = theta.mean(0), theta.std(0).clamp(min=1e-6)
+    affine = flow.flow._transform._transforms[0]
+    if variant == "augmented":
+        mean, std = torch.cat([med, t_m]), torch.cat([mad, t_s])
+    else:
+        mean, std = med, mad
+        embed = flow.flow._embedding_net[0]
+        embed.mean.copy_(t_m)
+        embed.std.copy_(t_s)
+    affine._shift.copy_(-mean / std)
+    affine._scale.copy_(1 / std)
+
