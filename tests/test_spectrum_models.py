@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from specsbi import (NoiseModel, SpectraSet, SpectrumLikelihood, SpectrumPosterior,
-                     ToySimulator, default_prior, load, sdss_wavelength, simulate)
+from specsbi import (
+    NoiseModel,
+    SpectraSet,
+    SpectrumLikelihood,
+    SpectrumPosterior,
+    ToySimulator,
+    default_prior,
+    load,
+    sdss_wavelength,
+    simulate,
+)
 from specsbi.compressors import RestFramePCA
 from specsbi.training import TrainConfig
 
