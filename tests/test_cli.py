@@ -50,10 +50,11 @@ def test_existing_output_exits_2(tmp_path, capsys):
     assert out.read_text() == "keep me"
 
 
-def test_missing_folder_exits_2(tmp_path, capsys):
-    out = tmp_path / "no" / "such" / "x.h5"
-    assert main(["simulate", "--n", "3", "--out", str(out), "--simulator", "toy"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_output_folders_are_created(tmp_path):
+    out = tmp_path / "new" / "folder" / "x.h5"
+    assert main(["simulate", "--n", "3", "--out", str(out), "--simulator", "toy",
+                 "--no-progress"]) == 0
+    assert out.exists()
 
 
 def test_import_and_help_are_light():

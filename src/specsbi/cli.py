@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -178,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "out", None):  # `--out data/x.h5` creates data/ as users expect
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         return args.func(args)
     except (ValueError, OSError, ImportError, RuntimeError) as err:
         print(f"specsbi {args.command}: error: {err}", file=sys.stderr)
