@@ -167,13 +167,7 @@ class _FlowEstimator:
             "prior": None if self.prior is None else self.prior.to_json(),
             "seed": self.seed,
             "training_data": self.data_info,
-            "validation": None if self.history is None else {
-                "best_val_loss": self.history.best_val_loss,
-                "best_epoch": self.history.best_epoch,
-                "epochs": len(self.history.val_loss),
-                "skipped_batches": self.history.skipped_batches,
-                "seconds": self.history.seconds,
-            },
+            "validation": None if self.history is None else self.history.summary(),
         }
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:

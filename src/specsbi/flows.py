@@ -21,7 +21,8 @@ from nflows.transforms import (
 )
 from torch import Tensor, nn
 
-__all__ = ["ConditionalFlow", "JointFlow", "Standardize", "FLOW_KINDS"]
+__all__ = ["ConditionalFlow", "JointFlow", "Standardize", "FLOW_KINDS", "robust_stats",
+           "set_standardization"]
 
 FLOW_KINDS = ("maf", "nsf")
 
@@ -36,6 +37,33 @@ class Standardize(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
+
+
+def robust_stats(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Median and MAD-based scale per column (std where the MAD vanishes)."""
+    med = a.median(0).values
+    mad = 1.4826 * (a - med).abs().median(0).values
+    return med, torch.where(mad > 1e-12, mad, a.std(0).clamp(min=1e-6))
+
+
+def set_standardization(flow: ConditionalFlow | JointFlow, features: tuple[Tensor, Tensor],
+                        condition: tuple[Tensor, Tensor]) -> None:
+    """Set a flow's built-in standardisation to (mean, std) pairs.
+
+    For a ConditionalFlow, ``features`` are y and ``condition`` c; for a JointFlow
+    over [x, θ], ``features`` are x and ``condition`` θ (both are flow features).
+    """
+    affine = flow.flow._transform._transforms[0]
+    if isinstance(flow, JointFlow):
+        mean = torch.cat([features[0], condition[0]])
+        std = torch.cat([features[1], condition[1]])
+    else:
+        mean, std = features
+        embed = flow.flow._embedding_net[0]
+        embed.mean.copy_(condition[0])
+        embed.std.copy_(condition[1])
+    affine._shift.copy_(-mean / std)
+    affine._scale.copy_(1 / std)
 
 
 def _stats(data: Tensor | None, dim: int) -> tuple[Tensor, Tensor]:

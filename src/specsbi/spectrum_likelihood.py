@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .flows import ConditionalFlow, JointFlow
+from .flows import ConditionalFlow, JointFlow, robust_stats, set_standardization
 from .mcmc import run_emcee, torch_log_prob
 from .posterior import Posterior
 from .priors import Prior, default_prior
@@ -71,30 +71,12 @@ class SpectrumLikelihood(SpectrumPosterior):
         prior_doc = train_set.attrs.get("prior")
         self.theta_prior = Prior.from_json(prior_doc) if prior_doc else default_prior()
         self.theta_names = list(self.theta_prior.names)
-        missing = [k for k in self.theta_names + self.targets if k not in train_set.params]
-        if missing:
-            raise ValueError(f"the training set lacks {missing}; it has {sorted(train_set.params)}")
-        if train_set.flux_noiseless is None:
-            raise ValueError("the training set has no noiseless flux (/raw/spec_noiseless)")
-        if self.noise is None:
-            from .noise import NoiseModel
-
-            snr = (train_set.attrs.get("noise") or {}).get("snr", (5.0, 30.0))
-            self.noise = NoiseModel(snr=tuple(snr))
-        torch.manual_seed(self.seed)
-        self.wavelength = train_set.wavelength.copy()
-        net = self._build(self.wavelength)
+        net, noiseless, s0 = self._prepare(train_set, self.theta_names + self.targets)
         theta = torch.as_tensor(np.stack([train_set.params[k] for k in self.theta_names], 1),
                                 dtype=torch.float32)
-        noiseless = torch.as_tensor(train_set.flux_noiseless)
-        net["compressor"].fit(train_set.flux_noiseless, train_set.params["redshift"])
-        gen = torch.Generator().manual_seed(self.seed)
-        n0 = min(len(noiseless), 5000)
-        noisy, err, _ = self.noise.sample(noiseless[:n0], gen)
-        s0 = net["compressor"](noisy, err)
-        targets = np.stack([train_set.params[k][:n0] for k in self.targets], 1)
-        net["anchor"].fit(s0, torch.as_tensor(targets, dtype=torch.float32))  # OOD statistics
-        _standardise(net["flow"], s0, theta, self.variant)
+        # the likelihood's features are s; its condition θ (standardised by mean and std)
+        set_standardization(net["flow"], robust_stats(s0),
+                            (theta.mean(0), theta.std(0).clamp(min=1e-6)))
         derived = [t for t in self.targets if t not in self.theta_names]
         if derived:  # the deterministic map θ → derived targets (e.g. log_mstar)
             y = torch.as_tensor(np.stack([train_set.params[k] for k in derived], 1),
@@ -177,21 +159,3 @@ class SpectrumLikelihood(SpectrumPosterior):
     def _restore(self, card: dict[str, Any]) -> None:
         self.theta_prior = Prior.from_json(card["theta_prior"])
         self.theta_names = list(self.theta_prior.names)
-
-
-def _standardise(flow: nn.Module, s: Tensor, theta: Tensor, variant: str) -> None:
-    """Standardisation of a likelihood flow: features s (robust), condition θ."""
-    med = s.median(0).values
-    mad = (1.4826 * (s - med).abs().median(0).values).clamp(min=1e-6)
-    t_m, t_s = theta.mean(0), theta.std(0).clamp(min=1e-6)
-    affine = flow.flow._transform._transforms[0]
-    if variant == "augmented":
-        mean, std = torch.cat([med, t_m]), torch.cat([mad, t_s])
-    else:
-        mean, std = med, mad
-        embed = flow.flow._embedding_net[0]
-        embed.mean.copy_(t_m)
-        embed.std.copy_(t_s)
-    affine._shift.copy_(-mean / std)
-    affine._scale.copy_(1 / std)
-

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .compressors import RestFramePCA
-from .flows import FLOW_KINDS, ConditionalFlow, JointFlow
+from .flows import FLOW_KINDS, ConditionalFlow, JointFlow, robust_stats, set_standardization
 from .noise import NoiseModel
 from .posterior import Posterior
 from .priors import Prior
@@ -151,33 +151,16 @@ class SpectrumPosterior:
         """Train on a simulated SpectraSet with ``flux_noiseless`` and the target parameters."""
         if not isinstance(train_set, SpectraSet):
             raise ValueError("fit takes a SpectraSet (e.g. ss.SpectraSet.read('train.h5'))")
-        if train_set.flux_noiseless is None:
-            raise ValueError("the training set has no noiseless flux (/raw/spec_noiseless); "
-                             "simulate one with ss.simulate or `specsbi simulate`")
-        missing = [t for t in self.targets if t not in train_set.params]
-        if missing:
-            raise ValueError(f"the training set lacks target(s) {missing}; it has "
-                             f"{sorted(train_set.params)}")
-        if len(train_set) < 100:
-            raise ValueError(f"need at least 100 training spectra; got {len(train_set)}")
-        if self.noise is None:
-            snr = (train_set.attrs.get("noise") or {}).get("snr", (5.0, 30.0))
-            self.noise = NoiseModel(snr=tuple(snr))
-        torch.manual_seed(self.seed)
-        self.wavelength = train_set.wavelength.copy()
-        net = self._build(self.wavelength)
+        net, noiseless, s0 = self._prepare(train_set, self.targets)
         theta = torch.as_tensor(np.stack([train_set.params[t] for t in self.targets], 1),
                                 dtype=torch.float32)
-        noiseless = torch.as_tensor(train_set.flux_noiseless)
-        net["compressor"].fit(train_set.flux_noiseless, train_set.params["redshift"])
-        gen = torch.Generator().manual_seed(self.seed)
-        n0 = min(len(noiseless), 5000)
-        noisy, err, _ = self.noise.sample(noiseless[:n0], gen)
-        s0 = net["compressor"](noisy, err)
-        net["anchor"].fit(s0, theta[:n0])
+        n0 = len(s0)
         t0, _ = net["anchor"].to_t(theta[:n0], s0)
         flow = net["flow"]  # standardisation statistics from one noisy pass
-        _set_stats(flow, s0, t0, self.variant)
+        if self.variant == "augmented":
+            set_standardization(flow, robust_stats(s0), robust_stats(t0))
+        else:
+            set_standardization(flow, robust_stats(t0), robust_stats(s0))
         lo, hi = theta.min(0).values, theta.max(0).values
         pad = 0.05 * (hi - lo)
         ranges = {t: (float(lo[j] - pad[j]), float(hi[j] + pad[j]))
@@ -193,6 +176,38 @@ class SpectrumPosterior:
         self.data_info = {"n": len(train_set), "attrs": {k: train_set.attrs.get(k) for k in
                                                          ("simulator", "seed", "prior")}}
         return self
+
+    def _prepare(self, train_set: SpectraSet, needed: Sequence[str]
+                 ) -> tuple[nn.ModuleDict, Tensor, Tensor]:
+        """Check the training set, build the networks, fit the compressor and the anchor.
+
+        Returns the networks, the noiseless flux and the summaries of one noisy pass
+        over (up to) the first 5,000 spectra, for standardisation statistics.
+        """
+        if train_set.flux_noiseless is None:
+            raise ValueError("the training set has no noiseless flux (/raw/spec_noiseless); "
+                             "simulate one with ss.simulate or `specsbi simulate`")
+        missing = [t for t in needed if t not in train_set.params]
+        if missing:
+            raise ValueError(f"the training set lacks target(s) {missing}; it has "
+                             f"{sorted(train_set.params)}")
+        if len(train_set) < 100:
+            raise ValueError(f"need at least 100 training spectra; got {len(train_set)}")
+        if self.noise is None:
+            snr = (train_set.attrs.get("noise") or {}).get("snr", (5.0, 30.0))
+            self.noise = NoiseModel(snr=tuple(snr))
+        torch.manual_seed(self.seed)
+        self.wavelength = train_set.wavelength.copy()
+        net = self._build(self.wavelength)
+        noiseless = torch.as_tensor(train_set.flux_noiseless)
+        net["compressor"].fit(train_set.flux_noiseless, train_set.params["redshift"])
+        gen = torch.Generator().manual_seed(self.seed)
+        n0 = min(len(noiseless), 5000)
+        noisy, err, _ = self.noise.sample(noiseless[:n0], gen)
+        s0 = net["compressor"](noisy, err)
+        targets = np.stack([train_set.params[t][:n0] for t in self.targets], 1)
+        net["anchor"].fit(s0, torch.as_tensor(targets, dtype=torch.float32))
+        return net, noiseless, s0
 
     def _loss(self, net: nn.ModuleDict, batch: Sequence[Tensor], gen: torch.Generator
               ) -> Tensor:
@@ -302,12 +317,7 @@ class SpectrumPosterior:
                              "rest-frame PCA χ² fit over redshift",
             "seed": self.seed,
             "training_data": self.data_info,
-            "validation": None if self.history is None else {
-                "best_val_loss": self.history.best_val_loss,
-                "best_epoch": self.history.best_epoch,
-                "epochs": len(self.history.val_loss),
-                "skipped_batches": self.history.skipped_batches,
-                "seconds": self.history.seconds},
+            "validation": None if self.history is None else self.history.summary(),
         }
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -340,25 +350,3 @@ class SpectrumPosterior:
         net.load_state_dict(state)
         model.net = net.to(model.device).eval()
         return model
-
-
-def _set_stats(flow: nn.Module, s: Tensor, t: Tensor, variant: str) -> None:
-    """Set the flow's standardisation from one noisy pass (robust: median and MAD)."""
-
-    def robust(a: Tensor) -> tuple[Tensor, Tensor]:
-        med = a.median(0).values
-        mad = 1.4826 * (a - med).abs().median(0).values
-        return med, torch.where(mad > 1e-12, mad, a.std(0).clamp(min=1e-6))
-
-    s_m, s_s = robust(s)
-    t_m, t_s = robust(t)
-    affine = flow.flow._transform._transforms[0]
-    if variant == "augmented":
-        mean, std = torch.cat([s_m, t_m]), torch.cat([s_s, t_s])
-    else:
-        mean, std = t_m, t_s
-        embed = flow.flow._embedding_net[0]
-        embed.mean.copy_(s_m)
-        embed.std.copy_(s_s)
-    affine._shift.copy_(-mean / std)
-    affine._scale.copy_(1 / std)

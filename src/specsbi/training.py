@@ -82,6 +82,12 @@ class History:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> dict[str, Any]:
+        """The figures a model card keeps."""
+        return {"best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
+                "epochs": len(self.val_loss), "skipped_batches": self.skipped_batches,
+                "seconds": self.seconds}
+
 
 def train(
     model: nn.Module,

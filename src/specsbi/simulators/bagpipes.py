@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Simulator
+from .base import PHYSICAL_PARAMETERS, Simulator
 
 __all__ = ["BagpipesSimulator", "import_bagpipes"]
 
@@ -50,16 +50,7 @@ class BagpipesSimulator(Simulator):
         >>> flux, derived = sim.simulate(default_prior().sample((2,)))  # doctest: +SKIP
     """
 
-    param_names = (
-        "log_mformed",
-        "redshift",
-        "age_frac",
-        "log_tau",
-        "metallicity",
-        "av",
-        "veldisp",
-        "log_u",
-    )
+    param_names = PHYSICAL_PARAMETERS
     derived_names = ("log_mstar", "age")
 
     def __init__(self, wavelength: Any | None = None, R_spec: float = 1000.0) -> None:

@@ -10,7 +10,12 @@ import numpy as np
 from .._checks import as_numpy
 from ..spectra import sdss_wavelength
 
-__all__ = ["Simulator", "from_config"]
+__all__ = ["PHYSICAL_PARAMETERS", "Simulator", "from_config"]
+
+#: The parameters of the default physical model, in the default prior's order.
+PHYSICAL_PARAMETERS = (
+    "log_mformed", "redshift", "age_frac", "log_tau", "metallicity", "av", "veldisp", "log_u",
+)
 
 
 class Simulator:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..cosmology import age_gyr, luminosity_distance_cm
-from .base import Simulator
+from .base import PHYSICAL_PARAMETERS, Simulator
 
 __all__ = ["ToySimulator"]
 
@@ -47,16 +47,7 @@ class ToySimulator(Simulator):
         ((3, 3841), ['age', 'log_mstar'])
     """
 
-    param_names = (
-        "log_mformed",
-        "redshift",
-        "age_frac",
-        "log_tau",
-        "metallicity",
-        "av",
-        "veldisp",
-        "log_u",
-    )
+    param_names = PHYSICAL_PARAMETERS
     derived_names = ("log_mstar", "age")
     limits = {
         "log_mformed": (0.0, 15.0),
