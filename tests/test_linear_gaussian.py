@@ -95,7 +95,7 @@ def test_expected_coverage(npe):
 
 @pytest.mark.parametrize("variant", ["dependent", "augmented"])
 def test_likelihood_and_mcmc(data, tests, variant):
-    theta, x = data[0][:6000], data[1][:6000]
+    theta, x = data
     nle = LikelihoodEstimator(variant=variant, flow="nsf",
                               train_config=CONFIG, seed=0, progress=False)
     nle.fit(theta, x, prior=PRIOR)
