@@ -273,7 +273,7 @@ class LikelihoodEstimator(_FlowEstimator):
     def posterior(self, x: Any, prior: Prior | None = None, n_samples: int = 1000,
                   n_steps: int = 3000, seed: int | None = None) -> Posterior:
         """MCMC (emcee) under the learned likelihood for one observation or each of a batch."""
-        net = self._require_fit()
+        self._require_fit()
         if prior is not None and len(prior.names) != self.theta_dim:
             raise ValueError(f"the prior has {len(prior.names)} parameters; expected "
                              f"{self.theta_dim}")
@@ -297,7 +297,6 @@ class LikelihoodEstimator(_FlowEstimator):
                                 n_steps=n_steps, seed=seed + i, progress=self.progress)
             draws.append(torch.as_tensor(s, dtype=torch.float32))
             diags.append(diag)
-        del net
         single = np.ndim(x) == 1 if not isinstance(x, Tensor) else x.ndim == 1
         diagnostics = diags[0] if single else {"per_observation": diags}
         return Posterior(self, xt, self.names, prior, samples=torch.stack(draws),

@@ -26,7 +26,7 @@ import numpy as np
 
 from .files import atomic_path, check_writable
 from .noise import NoiseModel
-from .spectra import FILE_NAMES, SpectraSet, write_attrs
+from .spectra import API_NAMES, FILE_NAMES, SpectraSet, write_attrs
 
 if TYPE_CHECKING:
     from .priors import Prior
@@ -123,7 +123,7 @@ def _simulate_in_memory(simulator, prior, n, workers, seed, noise, chunk_size, p
     chunks = [plan.finish_chunk(k, results[k]) for k in range(plan.n_chunks)]
     cat = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
     params = {k: v for k, v in cat.items() if k not in ("spec", "specerr", "spec_noiseless")}
-    params = {({v: k for k, v in FILE_NAMES.items()}).get(k, k): v for k, v in params.items()}
+    params = {API_NAMES.get(k, k): v for k, v in params.items()}
     return SpectraSet(
         simulator.wavelength, cat["spec"], cat["specerr"], None, params,
         cat["spec_noiseless"], plan.attrs(),

@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 
 #: Parameter names in the API → dataset names in files (the lecture's layout).
 FILE_NAMES = {"redshift": "z", "log_mstar": "smass"}
-_API_NAMES = {v: k for k, v in FILE_NAMES.items()}
+API_NAMES = {v: k for k, v in FILE_NAMES.items()}
 _ARRAYS = {"wavelength", "spec", "specerr", "spec_noiseless"}
 
 
@@ -272,7 +272,7 @@ class SpectraSet:
                     raise ValueError(
                         f"{path}: dataset /raw/{key} has shape {ds.shape}; expected ({n},)"
                     )
-                params[_API_NAMES.get(key, key)] = ds[sel]
+                params[API_NAMES.get(key, key)] = ds[sel]
             noiseless = raw["spec_noiseless"][sel] if "spec_noiseless" in raw else None
             attrs = {k: _attr(v) for k, v in h5.attrs.items()}
             try:

@@ -101,9 +101,7 @@ class SpectrumLikelihood(SpectrumPosterior):
         theta, noiseless = batch
         noisy, err, _ = self.noise.sample(noiseless, gen)
         s = net["compressor"](noisy, err)
-        if self.variant == "augmented":
-            return -net["flow"].log_prob(s, theta)
-        return -net["flow"].log_prob(s, theta)
+        return -net["flow"].log_prob(s, theta)  # both flow kinds take (features s, θ)
 
     def log_likelihood(self, s: Tensor, theta: Tensor) -> Tensor:
         """log q(s | θ) for paired rows."""

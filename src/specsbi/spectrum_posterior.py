@@ -323,7 +323,7 @@ class SpectrumPosterior:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Save as a model folder: weights (safetensors) + JSON card."""
         net = self._require()
-        state = {k: v for k, v in net.state_dict().items()}
+        state = dict(net.state_dict())
         state["wavelength"] = torch.as_tensor(self.wavelength)
         return write_model(path, self.card(), state, overwrite)
 
