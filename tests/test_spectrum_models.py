@@ -55,6 +55,48 @@ def test_compressor_finds_redshift_to_a_small_fraction_of_a_pixel(toy_train, toy
     assert np.median(np.abs(s2[:, 2].numpy() - s[:, 2].numpy())) < 1e-4
 
 
+def test_rest_frame_stage_follows_the_spectrum_not_the_noise_or_a_mask(toy_train, toy_test):
+    pca = RestFramePCA(sdss_wavelength(), 8, n_rest=16).fit(toy_train.flux_noiseless,
+                                                             toy_train.params["redshift"])
+    assert pca.dim == 6 + 8 + 16 and pca.summary_names[-1] == "r15"
+    clean = toy_test.flux_noiseless
+    s0 = pca(torch.as_tensor(clean), torch.as_tensor(clean / 1e4)).numpy()[:, 14:]
+    s1 = pca(torch.as_tensor(toy_test.flux), torch.as_tensor(toy_test.err)).numpy()[:, 14:]
+    # the leading coefficients carry the galaxy, and survive S/N 5-30 noise (the toy
+    # model varies in few directions: later ones are mostly noise)
+    assert np.corrcoef(s0[:, 0], s1[:, 0])[0, 1] > 0.98
+    assert np.corrcoef(s0[:, 1], s1[:, 1])[0, 1] > 0.8
+    # the basis reconstructs a noiseless training spectrum in its rest frame
+    # a masked stretch (100 of 3841 pixels) takes the template fit instead
+    err = np.full_like(clean, 1e-4 * np.median(clean))
+    full = pca(torch.as_tensor(clean), torch.as_tensor(err)).numpy()[:, 14:]
+    err[:, 1500:1600] = np.inf
+    masked = pca(torch.as_tensor(clean), torch.as_tensor(err)).numpy()[:, 14:]
+    change = np.median(np.abs(masked - full), 0) / s0.std(0)
+    assert change[:2].max() < 0.05
+    basis = pca.rest_basis.double()  # orthonormal rows
+    assert torch.allclose(basis @ basis.T, torch.eye(16, dtype=torch.float64), atol=1e-3)
+
+
+def test_precomputed_noise_draws(toy_train, toy_test):
+    model = SpectrumPosterior(hidden=32, transforms=2, train_config=QUICK, progress=False,
+                              noise_draws=2, n_rest=8)
+    x = None
+
+    def spy(noiseless, _inner=model._noisy_summaries):
+        nonlocal x
+        x = _inner(noiseless)
+        return x
+
+    model._noisy_summaries = spy
+    model.fit(toy_train)
+    assert x.shape == (len(toy_train), 2, model.net["compressor"].dim)
+    assert not torch.equal(x[:, 0], x[:, 1])  # two different noise draws
+    assert model.posterior(toy_test[:4]).sample(10).shape == (4, 10, 2)
+    with pytest.raises(ValueError, match="noise_draws"):
+        SpectrumPosterior(noise_draws=0)
+
+
 def test_compressor_needs_a_log_grid():
     with pytest.raises(ValueError, match="log-uniform"):
         RestFramePCA(np.linspace(4000, 8000, 1000))

@@ -70,7 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
                          patience=args.patience)
     common = dict(variant=args.variant, flow=args.flow, train_config=config, seed=args.seed,
-                  progress=not args.no_progress)
+                  noise_draws=args.noise_draws, progress=not args.no_progress)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.what == "npe":
         from .spectrum_posterior import SpectrumPosterior
@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--n", type=int, help="use only the first N training spectra")
     tr.add_argument("--epochs", type=int, default=300, help="most epochs (early stopping)")
     tr.add_argument("--patience", type=int, default=15)
+    tr.add_argument("--noise-draws", type=int, default=None, metavar="K",
+                    help="compress K noisy copies of each simulation once, before training "
+                         "(much faster; default: fresh noise compressed for every batch)")
     tr.add_argument("--batch-size", type=int, default=256)
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--seed", type=int, default=0)

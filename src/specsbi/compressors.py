@@ -5,7 +5,10 @@ redshift (a χ² cross-correlation, done with FFTs since a redshift is a shift o
 log-λ grid) and returns the best redshift with its curvature error, the template
 amplitudes there, the fit quality and the log amplitude of the spectrum. Redshift
 is found at sub-pixel precision, and the amplitude (which carries the mass) is
-kept apart from the shape.
+kept apart from the shape. A second stage moves the spectrum to the rest frame at
+the fitted redshift (gaps and masked pixels filled with the template fit) and
+projects it on a longer rest-frame PCA basis: the fine shape that sets the
+mass-to-light ratio, which a dozen templates miss.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ class RestFramePCA(nn.Module):
         wavelength: the observed log-λ grid (npix,).
         n_components: templates (the mean spectrum and n_components − 1 components).
         z_range: redshifts searched.
+        n_rest: rest-frame PCA coefficients of the second stage (0: none).
 
-    The summary (``dim`` = n_components + 6 columns, names in ``summary_names``):
+    The summary (``dim`` = n_components + n_rest + 6 columns, names in
+    ``summary_names``):
     log10 amplitude (median flux), log10 of amplitude × d_L²(ẑ) (1 + ẑ) (a
     luminosity), best redshift ẑ (parabola-refined), log10 σ_ẑ
     from the χ² curvature, χ²/pixel at ẑ, log10(1 + Δχ²) to the best redshift more
-    than 20 pixels away (ambiguity), and the template amplitudes at ẑ.
+    than 20 pixels away (ambiguity), the template amplitudes at ẑ (a0…), and the
+    rest-frame PCA coefficients of the spectrum at ẑ (r0…).
 
     Example:
         >>> from specsbi import ToySimulator, default_prior, sdss_wavelength
@@ -57,12 +63,14 @@ class RestFramePCA(nn.Module):
     """
 
     def __init__(self, wavelength: Any, n_components: int = 12,
-                 z_range: tuple[float, float] = (0.0, 0.6)) -> None:
+                 z_range: tuple[float, float] = (0.0, 0.6), n_rest: int = 0) -> None:
         super().__init__()
         wl = np.asarray(wavelength, dtype=np.float64)
         self.step = log_grid_step(wl)
         if not 1 <= n_components <= 64:
             raise ValueError(f"`n_components` must lie in [1, 64]; got {n_components}")
+        if not 0 <= n_rest <= 256:
+            raise ValueError(f"`n_rest` must lie in [0, 256]; got {n_rest}")
         lo, hi = z_range
         if not 0 <= lo < hi <= 5:
             raise ValueError(f"`z_range` must satisfy 0 <= low < high <= 5; got {z_range}")
@@ -75,9 +83,14 @@ class RestFramePCA(nn.Module):
         # float64: χ² at neighbouring shifts differ by ~1e-6 of χ² itself, below float32
         self.dtype = torch.float64
         self.register_buffer("templates", torch.zeros(n_components, self.n_rest))
+        self.n_basis = n_rest
+        if n_rest:  # (no buffers without the stage: models saved before it still load)
+            self.register_buffer("rest_mean", torch.zeros(self.n_rest))
+            self.register_buffer("rest_basis", torch.zeros(n_rest, self.n_rest))
         self.summary_names = (["log_amp", "log_lum", "z_hat", "log_sigma_z", "chi2_pix",
                                "log_dchi2"]
-                              + [f"a{i}" for i in range(n_components)])
+                              + [f"a{i}" for i in range(n_components)]
+                              + [f"r{i}" for i in range(n_rest)])
         self.dim = len(self.summary_names)
 
     # ---------------------------------------------------------------- fitting
@@ -89,8 +102,6 @@ class RestFramePCA(nn.Module):
         if f.ndim != 2 or f.shape[1] != self.npix or len(z) != len(f):
             raise ValueError(f"expected flux (n, {self.npix}) and redshift (n,); got "
                              f"{f.shape} and {z.shape}")
-        if len(f) < self.k + 1:
-            raise ValueError(f"need more than {self.k} spectra to build {self.k} templates")
         f = f / np.median(f, axis=1, keepdims=True)
         shift = np.log10(1 + z) / self.step  # observed pixel p ↔ rest index p + s_hi − shift
         j = np.arange(self.n_rest)
@@ -105,19 +116,25 @@ class RestFramePCA(nn.Module):
         mean = np.zeros(self.n_rest)
         mean[seen] = np.nanmean(rest[:, seen], axis=0)
         filled = np.where(inside, rest, mean)
-        comps = np.zeros((0, self.n_rest))
         gen = torch.Generator().manual_seed(0)
+        q = max(self.k - 1, self.n_basis)
+        if q > min(len(f) - 1, int(seen.sum())):
+            raise ValueError(f"need more than {q + 1} spectra for {q} rest-frame components")
         for _ in range(iterations):  # EM-PCA: refill the gaps with the reconstruction
             centred = filled - mean
-            comps = np.zeros((self.k - 1, self.n_rest))
-            if self.k > 1:
+            basis = np.zeros((q, self.n_rest))
+            if q:
                 x = torch.as_tensor(centred[:, seen])
                 torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
-                _, _, v = torch.svd_lowrank(x, q=min(self.k + 10, min(x.shape)), niter=4)
-                comps[:, seen] = v[:, : self.k - 1].T.numpy()
+                _, _, v = torch.svd_lowrank(x, q=min(q + 10, min(x.shape)), niter=4)
+                basis[:, seen] = v[:, :q].T.numpy()
+            comps = basis[: self.k - 1]
             recon = mean + centred @ comps.T @ comps
             filled = np.where(inside, rest, recon)
         self.templates = torch.as_tensor(np.vstack([mean, comps]), dtype=torch.float32)
+        if self.n_basis:
+            self.rest_mean = torch.as_tensor(mean, dtype=torch.float32)
+            self.rest_basis = torch.as_tensor(basis[: self.n_basis], dtype=torch.float32)
         self._plan = None
         return self
 
@@ -211,9 +228,29 @@ class RestFramePCA(nn.Module):
         d_l = luminosity_distance_mpc(z_hat.clamp(min=0).cpu().numpy())
         log_lum = torch.log10(amp) + torch.as_tensor(
             2 * np.log10(np.maximum(d_l, 1e-3)), device=dev) + torch.log10(1 + z_hat)
+        a_best = a[rows, best]
         return torch.cat([
             torch.log10(amp)[:, None], log_lum[:, None], z_hat[:, None],
             torch.log10(sigma_z)[:, None],
             (c_0 / n_good)[:, None], torch.log10(1 + dchi2.clamp(min=0))[:, None],
-            a[rows, best],
+            a_best, self._rest_coefficients(fn, good, s_best, a_best),
         ], dim=1)
+
+    def _rest_coefficients(self, fn: Tensor, good: Tensor, s_best: Tensor, a: Tensor
+                           ) -> Tensor:
+        """Rest-frame PCA coefficients of flux/amplitude at the fitted shift.
+
+        The spectrum is interpolated onto the rest grid; rest pixels it does not reach,
+        or that touch a masked pixel, take the template fit instead.
+        """
+        if self.n_basis == 0:
+            return fn.new_zeros(len(fn), 0)
+        t = self.templates.to(fn.device, fn.dtype)
+        j = torch.arange(self.n_rest, device=fn.device, dtype=fn.dtype)
+        p = j[None] - self.s_hi + s_best[:, None]  # observed pixel of each rest pixel
+        p0 = p.floor().clamp(0, self.npix - 2).long()
+        frac = (p - p0).clamp(0, 1)
+        value = (1 - frac) * fn.gather(1, p0) + frac * fn.gather(1, p0 + 1)
+        usable = (p >= 0) & (p <= self.npix - 1) & good.gather(1, p0) & good.gather(1, p0 + 1)
+        rest = torch.where(usable, value, a @ t) - self.rest_mean.to(fn.device, fn.dtype)
+        return rest @ self.rest_basis.to(fn.device, fn.dtype).T

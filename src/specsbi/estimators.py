@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .flows import FLOW_KINDS, ConditionalFlow, JointFlow
+from .flows import FLOW_KINDS, ConditionalFlow, JointFlow, calibrate
 from .mcmc import run_emcee, torch_log_prob
 from .posterior import Posterior
 from .priors import Prior
 from .serialization import read_model, write_model
-from .training import History, TrainConfig, train
+from .training import History, TrainConfig, split, train
 
 __all__ = ["LikelihoodEstimator", "PosteriorEstimator", "load_estimator"]
 
@@ -133,6 +133,10 @@ class _FlowEstimator:
         data = [theta_t.to(self.device), x_t.to(self.device)]
         self.history = train(self.net, self._loss, data, self.train_config, seed=self.seed,
                              progress=self.progress, checkpoint=checkpoint)
+        if self.role == "posterior":  # widen the base to fit the held-out simulations
+            val, _ = split(len(theta_t), self.train_config, self.seed)
+            temp = calibrate(self.net, data[0][val], data[1][val])
+            self.history.temperature = [round(float(v), 4) for v in temp]
         digest = hashlib.sha1(theta_t.numpy().tobytes() + x_t.numpy().tobytes()).hexdigest()
         self.data_info = {"n": len(theta_t), "sha1": digest}
         return self

@@ -90,7 +90,7 @@ class SpectrumLikelihood(SpectrumPosterior):
         self.prior = self.theta_prior
         self.net = net.to(self.device)
         self.history = train(self.net, self._loss, [theta.to(self.device),
-                                                    noiseless.to(self.device)],
+                                                    self._training_x(noiseless)],
                              self.train_config, seed=self.seed, progress=self.progress,
                              checkpoint=checkpoint, params=list(net["flow"].parameters()))
         self.data_info = {"n": len(train_set)}
@@ -98,9 +98,8 @@ class SpectrumLikelihood(SpectrumPosterior):
 
     def _loss(self, net: nn.ModuleDict, batch: Sequence[Tensor], gen: torch.Generator
               ) -> Tensor:
-        theta, noiseless = batch
-        noisy, err, _ = self.noise.sample(noiseless, gen)
-        s = net["compressor"](noisy, err)
+        theta, x = batch
+        s = self._batch_summary(net, x, gen)
         return -net["flow"].log_prob(s, theta)  # both flow kinds take (features s, θ)
 
     def log_likelihood(self, s: Tensor, theta: Tensor) -> Tensor:

@@ -7,10 +7,13 @@ joint flow over [summary, targets] (``variant="augmented"``).
 
 Anchoring: a flow cannot learn a 1e-5 redshift width on a 0.5-wide prior by brute
 force, so each target is first expressed relative to an estimate from the summary,
-r = (θ − μ(s)) / σ(s) (redshift: μ = ẑ, σ = σ_ẑ; other targets: a linear
-regression on the summary and its residual scatter), and then compressed by
-t = asinh(r / 10), which is linear for ordinary galaxies and tames catastrophic
-ones. This is an exact change of variables: log q(θ | s) = log q(t | s) + log |dt/dθ|.
+r = (θ − μ(s)) / σ(s). Redshift: μ = ẑ; other targets: a linear regression on the
+summary. σ(s) is heteroscedastic for every target, exp of a linear regression of
+log |θ − μ| on the summary (the χ² curvature error of ẑ alone misses the template
+mismatch that dominates at high S/N, and left the flow a tail 80× wider than its
+core). Then t = asinh(r / 10), linear for ordinary galaxies and taming
+catastrophic ones. This is an exact change of variables:
+log q(θ | s) = log q(t | s) + log |dt/dθ|.
 """
 
 from __future__ import annotations
@@ -26,13 +29,20 @@ import torch
 from torch import Tensor, nn
 
 from .compressors import RestFramePCA
-from .flows import FLOW_KINDS, ConditionalFlow, JointFlow, robust_stats, set_standardization
+from .flows import (
+    FLOW_KINDS,
+    ConditionalFlow,
+    JointFlow,
+    calibrate,
+    robust_stats,
+    set_standardization,
+)
 from .noise import NoiseModel
 from .posterior import Posterior
 from .priors import Prior
 from .serialization import read_model, write_model
 from .spectra import SpectraSet, Spectrum
-from .training import History, TrainConfig, train
+from .training import History, TrainConfig, split, train
 
 __all__ = ["SpectrumPosterior"]
 
@@ -43,51 +53,60 @@ _SOFT = 10.0  # r / _SOFT enters asinh: linear for |r| << 10 σ
 class _Anchor(nn.Module):
     """θ ↔ t = asinh((θ − μ(s)) / (σ(s) · 10)), with μ, σ from the summary."""
 
-    def __init__(self, targets: Sequence[str], summary_dim: int, z_col: int | None,
-                 sz_col: int | None) -> None:
+    def __init__(self, targets: Sequence[str], summary_dim: int, z_col: int | None) -> None:
         super().__init__()
         d = len(targets)
-        self.targets, self.z_col, self.sz_col = list(targets), z_col, sz_col
+        self.targets, self.z_col = list(targets), z_col
         self.z_index = self.targets.index("redshift") if "redshift" in self.targets else None
         self.register_buffer("weight", torch.zeros(summary_dim + 1, d))
-        self.register_buffer("scale", torch.ones(d))
+        self.register_buffer("log_scale_weight", torch.zeros(summary_dim + 1, d))
         self.register_buffer("s_mean", torch.zeros(summary_dim))
         self.register_buffer("s_std", torch.ones(summary_dim))
         self.register_buffer("ood_threshold", torch.tensor(float("inf")))
 
+    def _design(self, s: Tensor) -> Tensor:
+        ones = torch.ones(len(s), 1, device=s.device, dtype=s.dtype)
+        return torch.cat([(s - self.s_mean.to(s)) / self.s_std.to(s), ones], 1)
+
     def fit(self, s: Tensor, theta: Tensor) -> None:
-        """Least-squares regression of θ on the standardised summary; residual scale."""
-        self.s_mean, self.s_std = s.mean(0), s.std(0).clamp(min=1e-12)
-        X = torch.cat([(s - self.s_mean) / self.s_std, torch.ones(len(s), 1)], 1).double()
-        w = torch.linalg.lstsq(X, theta.double()).solution
-        resid = theta.double() - X @ w
-        mad = 1.4826 * (resid - resid.median(0).values).abs().median(0).values
-        self.weight, self.scale = w.float(), mad.float().clamp(min=1e-12)
-        self.ood_threshold = torch.quantile(self.ood_score(s), 0.999)
+        """Least-squares regressions of θ and of log |θ − μ| on the standardised summary."""
+        # float32 like the saved buffers, so a loaded model computes exactly the same
+        self.s_mean, self.s_std = s.mean(0).float(), s.std(0).clamp(min=1e-12).float()
+        X = self._design(s.double())
+        self.weight = torch.linalg.lstsq(X, theta.double()).solution.float()
+        mu, _ = self.loc_scale(s)
+        log_abs = torch.log((theta - mu).double().abs().clamp(min=1e-30))
+        # one catastrophic failure must not set everyone's scale
+        log_abs = torch.minimum(log_abs, torch.quantile(log_abs, 0.99, dim=0))
+        # E log|ε| = log σ − 0.635 for Gaussian ε
+        self.log_scale_weight = (torch.linalg.lstsq(X, log_abs).solution.float())
+        self.log_scale_weight[-1] += 0.635
+        self.ood_threshold = torch.quantile(self.ood_score(s).float(), 0.999)
 
     def ood_score(self, s: Tensor) -> Tensor:
         """Largest |z-score| of a summary against the training summaries."""
         return ((s - self.s_mean) / self.s_std).abs().amax(-1)
 
     def loc_scale(self, s: Tensor) -> tuple[Tensor, Tensor]:
-        X = torch.cat([(s - self.s_mean) / self.s_std, torch.ones(len(s), 1, device=s.device)], 1)
-        mu, sigma = X @ self.weight, self.scale.expand(len(s), -1).clone()
+        """μ(s) and σ(s) in float64: θ − μ cancels to ~1e-3 of θ, below float32's digits."""
+        s = s.double()
+        X = self._design(s)
+        mu = X @ self.weight.double()
         if self.z_index is not None:
             mu[:, self.z_index] = s[:, self.z_col]
-            sigma[:, self.z_index] = 10 ** s[:, self.sz_col]
-        return mu, sigma
+        return mu, torch.exp(X @ self.log_scale_weight.double())
 
     def to_t(self, theta: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
         """t and log|dt/dθ| (summed over targets)."""
         mu, sigma = self.loc_scale(s)
-        r = (theta - mu) / (sigma * _SOFT)
+        r = (theta.double() - mu) / (sigma * _SOFT)
         t = torch.asinh(r)
         logdet = -(torch.log(sigma * _SOFT) + 0.5 * torch.log1p(r**2)).sum(-1)
-        return t, logdet
+        return t.to(theta.dtype), logdet.to(theta.dtype)
 
     def to_theta(self, t: Tensor, s: Tensor) -> Tensor:
         mu, sigma = self.loc_scale(s)
-        return mu + sigma * _SOFT * torch.sinh(t)
+        return (mu + sigma * _SOFT * torch.sinh(t.double())).to(t.dtype)
 
 
 class SpectrumPosterior:
@@ -99,8 +118,14 @@ class SpectrumPosterior:
         variant: "dependent" (q(θ | s)) or "augmented" (q(s, θ)).
         flow: "nsf" or "maf"; hidden, transforms, bins: flow size.
         n_components: templates of the compressor.
-        noise: noise model drawn afresh every batch (default: the training file's
-            S/N range, else U(5, 30)).
+        n_rest: rest-frame PCA coefficients of the compressor's second stage.
+        embed: width of the MLP that embeds the summary before it conditions the
+            flow ("dependent" only; 0: the standardised summary conditions directly).
+        noise: noise model (default: the training file's S/N range, else U(5, 30)).
+        noise_draws: None: fresh noise for every batch, compressed on the fly; K: K
+            noisy copies of each simulation compressed once before training, one
+            taken at random for every row of every batch (compression dominates
+            training time; K copies cost K epochs of it).
         train_config: the shared training loop's settings.
         device, seed, progress: as everywhere in specsbi.
 
@@ -112,7 +137,8 @@ class SpectrumPosterior:
     def __init__(self, targets: Sequence[str] = ("log_mstar", "redshift"),
                  compressor: str = "pca", variant: str = "dependent", flow: str = "nsf",
                  hidden: int = 96, transforms: int = 5, bins: int = 8, n_components: int = 12,
-                 noise: NoiseModel | None = None, train_config: TrainConfig | None = None,
+                 n_rest: int = 32, embed: int = 128, noise: NoiseModel | None = None,
+                 noise_draws: int | None = None, train_config: TrainConfig | None = None,
                  device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
         if compressor != "pca":
             raise ValueError(f"unknown compressor {compressor!r}; available: 'pca'")
@@ -120,11 +146,17 @@ class SpectrumPosterior:
             raise ValueError(f"`variant` must be 'dependent' or 'augmented'; got {variant!r}")
         if flow not in FLOW_KINDS:
             raise ValueError(f"`flow` must be one of {FLOW_KINDS}; got {flow!r}")
+        if noise_draws is not None and not (isinstance(noise_draws, int) and noise_draws >= 1):
+            raise ValueError(f"`noise_draws` must be None or an integer >= 1; got {noise_draws!r}")
+        if not (isinstance(embed, int) and embed >= 0):
+            raise ValueError(f"`embed` must be an integer >= 0; got {embed!r}")
         if not targets or len(set(targets)) != len(targets):
             raise ValueError(f"`targets` must be distinct parameter names; got {targets!r}")
         self.targets, self.compressor_kind, self.variant = list(targets), compressor, variant
         self.flow_kind, self.hidden, self.transforms, self.bins = flow, hidden, transforms, bins
-        self.n_components, self.noise = n_components, noise
+        self.n_components, self.n_rest = n_components, n_rest
+        self.embed = embed if variant == "dependent" else 0  # the joint flow has none
+        self.noise, self.noise_draws = noise, noise_draws
         self.train_config = train_config or TrainConfig(batch_size=256, lr=1e-3, patience=15)
         self.device, self.seed, self.progress = torch.device(device), seed, progress
         self.net: nn.ModuleDict | None = None
@@ -135,15 +167,21 @@ class SpectrumPosterior:
 
     # ------------------------------------------------------------- building
     def _build(self, wavelength: np.ndarray) -> nn.ModuleDict:
-        comp = RestFramePCA(wavelength, self.n_components)
+        comp = RestFramePCA(wavelength, self.n_components, n_rest=self.n_rest)
         names = comp.summary_names
-        anchor = _Anchor(self.targets, comp.dim, names.index("z_hat"),
-                         names.index("log_sigma_z"))
+        anchor = _Anchor(self.targets, comp.dim, names.index("z_hat"))
         common = dict(kind=self.flow_kind, hidden=self.hidden, transforms=self.transforms,
                       bins=self.bins)
         d = len(self.targets)
-        flow = (JointFlow(comp.dim, d, **common) if self.variant == "augmented"
-                else ConditionalFlow(d, comp.dim, **common))
+        if self.variant == "augmented":
+            flow = JointFlow(comp.dim, d, **common)
+        elif self.embed:
+            e = self.embed
+            mlp = nn.Sequential(nn.Linear(comp.dim, e), nn.SiLU(), nn.Linear(e, e), nn.SiLU(),
+                                nn.Linear(e, e))
+            flow = ConditionalFlow(d, comp.dim, embedding=mlp, embedding_dim=e, **common)
+        else:
+            flow = ConditionalFlow(d, comp.dim, **common)
         return nn.ModuleDict({"compressor": comp, "anchor": anchor, "flow": flow})
 
     def fit(self, train_set: SpectraSet, checkpoint: str | os.PathLike | None = None
@@ -169,10 +207,11 @@ class SpectrumPosterior:
             ranges["redshift"] = (max(0.0, ranges["redshift"][0]), ranges["redshift"][1])
         self.prior = Prior(ranges)
         self.net = net.to(self.device)
-        self.history = train(self.net, self._loss, [theta.to(self.device),
-                                                    noiseless.to(self.device)],
+        x = self._training_x(noiseless)
+        self.history = train(self.net, self._loss, [theta.to(self.device), x],
                              self.train_config, seed=self.seed, progress=self.progress,
                              checkpoint=checkpoint, params=list(flow.parameters()))
+        self._calibrate(theta, x)
         self.data_info = {"n": len(train_set), "attrs": {k: train_set.attrs.get(k) for k in
                                                          ("simulator", "seed", "prior")}}
         return self
@@ -209,11 +248,55 @@ class SpectrumPosterior:
         net["anchor"].fit(s0, torch.as_tensor(targets, dtype=torch.float32))
         return net, noiseless, s0
 
+    def _noisy_summaries(self, noiseless: Tensor, chunk: int = 512) -> Tensor:
+        """Summaries of ``noise_draws`` noisy copies of every simulation: (n, K, dim)."""
+        from tqdm.auto import tqdm
+
+        comp, k = self._require()["compressor"], self.noise_draws
+        gen = torch.Generator().manual_seed(self.seed + 7)
+        out = torch.empty(len(noiseless), k, comp.dim)
+        steps = [(j, i) for j in range(k) for i in range(0, len(noiseless), chunk)]
+        for j, i in tqdm(steps, disable=not self.progress, desc="noisy summaries",
+                         unit="chunk"):
+            noisy, err, _ = self.noise.sample(noiseless[i : i + chunk], gen)
+            out[i : i + chunk, j] = comp(noisy.to(self.device), err.to(self.device)).cpu()
+        return out
+
+    def _calibrate(self, theta: Tensor, x: Tensor) -> None:
+        """Widen the flow's base to fit the validation simulations (held out from the
+        weights): a flow fitted to 20k simulations is overconfident on new ones."""
+        net = self._require()
+        val, _ = split(len(theta), self.train_config, self.seed)
+        if x.ndim == 3:  # every precomputed noisy copy of the validation simulations
+            s = x[val].reshape(-1, x.shape[-1])
+            th = theta[val].repeat_interleave(x.shape[1], 0).to(self.device)
+        else:
+            gen = torch.Generator().manual_seed(self.seed + 11)
+            s = self._batch_summary(net, x[val], gen)
+            th = theta[val].to(self.device)
+        t, _ = net["anchor"].to_t(th, s)
+        temp = calibrate(net["flow"], t, s)
+        self.history.temperature = [round(float(v), 4) for v in temp]
+        log.info("calibrated on %d validation simulations: base temperature %s", len(val),
+                 self.history.temperature)
+
+    def _training_x(self, noiseless: Tensor) -> Tensor:
+        """What the training loop iterates over: noiseless flux, or noisy summaries."""
+        x = noiseless if self.noise_draws is None else self._noisy_summaries(noiseless)
+        return x.to(self.device)
+
+    def _batch_summary(self, net: nn.ModuleDict, x: Tensor, gen: torch.Generator) -> Tensor:
+        """Summaries of one batch: fresh noise compressed now, or one precomputed copy."""
+        if x.ndim == 3:  # precomputed summaries of noisy copies: one at random per row
+            pick = torch.randint(x.shape[1], (len(x),), generator=gen).to(x.device)
+            return x[torch.arange(len(x), device=x.device), pick]
+        noisy, err, _ = self.noise.sample(x, gen)
+        return net["compressor"](noisy, err)
+
     def _loss(self, net: nn.ModuleDict, batch: Sequence[Tensor], gen: torch.Generator
               ) -> Tensor:
-        theta, noiseless = batch
-        noisy, err, _ = self.noise.sample(noiseless, gen)
-        s = net["compressor"](noisy, err)
+        theta, x = batch
+        s = self._batch_summary(net, x, gen)
         t, logdet = net["anchor"].to_t(theta, s)
         if self.variant == "augmented":
             return -(net["flow"].log_prob(s, t) + logdet)
@@ -307,7 +390,8 @@ class SpectrumPosterior:
             "targets": self.targets, "compressor": self.compressor_kind,
             "variant": self.variant, "flow": self.flow_kind, "hidden": self.hidden,
             "transforms": self.transforms, "bins": self.bins,
-            "n_components": self.n_components,
+            "n_components": self.n_components, "n_rest": self.n_rest, "embed": self.embed,
+            "noise_draws": self.noise_draws,
             "noise": None if self.noise is None else self.noise.config(),
             "prior": None if self.prior is None else self.prior.to_json(),
             "wavelength": {"n": len(self.wavelength), "start": float(self.wavelength[0]),
@@ -338,8 +422,11 @@ class SpectrumPosterior:
     def from_card(cls, card: dict[str, Any], state: dict[str, Tensor],
                   device: str = "cpu") -> SpectrumPosterior:
         noise = card.get("noise")
+        # models saved before the rest-frame stage and the embedding had neither
         model = cls(card["targets"], card["compressor"], card["variant"], card["flow"],
                     card["hidden"], card["transforms"], card["bins"], card["n_components"],
+                    n_rest=card.get("n_rest", 0), embed=card.get("embed", 0),
+                    noise_draws=card.get("noise_draws"),
                     noise=NoiseModel(snr=tuple(noise["snr"])) if noise else None,
                     device=device, seed=card.get("seed", 0), progress=False)
         model._restore(card)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .files import atomic_path
 
-__all__ = ["History", "TrainConfig", "train"]
+__all__ = ["History", "TrainConfig", "split", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class History:
     best_val_loss: float = math.inf
     seconds: float = 0.0
     stopped_early: bool = False
+    temperature: list[float] | None = None  # set by a posterior's calibration, if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +87,17 @@ class History:
         """The figures a model card keeps."""
         return {"best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
                 "epochs": len(self.val_loss), "skipped_batches": self.skipped_batches,
-                "seconds": self.seconds}
+                "seconds": self.seconds,
+                **({"temperature": self.temperature} if self.temperature else {})}
+
+
+def split(n: int, config: TrainConfig, gen: torch.Generator | int) -> tuple[Tensor, Tensor]:
+    """The validation and training rows :func:`train` uses (given its seed or generator)."""
+    if isinstance(gen, int):
+        gen = torch.Generator(device="cpu").manual_seed(gen)
+    perm = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(config.val_fraction * n)))
+    return perm[:n_val], perm[n_val:]
 
 
 def train(
@@ -134,9 +145,7 @@ def train(
         raise ValueError(f"all training tensors need {n} rows; got {[len(t) for t in data]}")
     device = data[0].device
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    perm = torch.randperm(n, generator=gen)
-    n_val = max(1, int(round(config.val_fraction * n)))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val_idx, train_idx = split(n, config, gen)
     params = list(model.parameters()) if params is None else list(params)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     hist, best_state, bad_epochs, start = History(), copy.deepcopy(model.state_dict()), 0, 0
