@@ -1,4 +1,4 @@
-"""The `specsbi` command line: simulate, train, infer."""
+"""The `specsbi` command line: simulate, train, infer, compare generators."""
 
 from __future__ import annotations
 
@@ -106,6 +106,36 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare_generators(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .generative.comparison import Budget, compare_generators
+    from .spectra import SpectraSet
+
+    budget_fields = {f.name for f in fields(Budget)} - {"hidden"}
+    values = _name_values(args.budget or [], "--budget")
+    bad = sorted(set(values) - budget_fields)
+    if bad or any(len(v) != 1 or v[0] != int(v[0]) for v in values.values()):
+        raise ValueError(f"--budget takes NAME=INTEGER with NAME among {sorted(budget_fields)}")
+    budget = Budget(**{k: int(v[0]) for k, v in values.items()})
+    if args.test:
+        train = SpectraSet.read(args.data, rows=slice(0, budget.n_train))
+        test = SpectraSet.read(args.test, rows=slice(0, budget.n_eval))
+    else:  # hold out the last n_eval spectra of --data
+        data = SpectraSet.read(args.data, rows=slice(0, budget.n_train + budget.n_eval))
+        if len(data) < budget.n_eval + 100:
+            raise ValueError(f"{args.data} has {len(data)} spectra; need at least "
+                             f"{budget.n_eval + 100} (or pass --test FILE)")
+        train, test = data[: len(data) - budget.n_eval], data[len(data) - budget.n_eval :]
+    result = compare_generators(train, test, args.out, budget, seed=args.seed,
+                                progress=not args.no_progress)
+    from .generative.comparison import markdown
+
+    print(markdown(result))
+    print(f"wrote {args.out}/generators.json, generators.md and figures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (importing no heavy module)."""
     parser = argparse.ArgumentParser(
@@ -167,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--overwrite", action="store_true")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
+
+    cg = sub.add_parser("compare-generators",
+                        help="train AE, VAE, GAN, flow and diffusion; measure the lecture's table")
+    cg.add_argument("--data", required=True, help="simulated HDF5 training set")
+    cg.add_argument("--test", help="held-out simulated HDF5 (default: the last rows of --data)")
+    cg.add_argument("--out", required=True, help="folder for the JSON, Markdown and figures")
+    cg.add_argument("--budget", action="append", metavar="NAME=N",
+                    help="override a budget entry, e.g. n_train=20000, vae_epochs=20 (repeatable)")
+    cg.add_argument("--seed", type=int, default=0)
+    cg.add_argument("--no-progress", action="store_true")
+    cg.set_defaults(func=_cmd_compare_generators)
     return parser
 
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "latent_scatter": "latent",
     "traversal": "latent",
     "correlation_table": "latent",
+    "correlation_markdown": "latent",
     "compare_generators": "comparison",
     "Budget": "comparison",
 }

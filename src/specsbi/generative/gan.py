@@ -112,10 +112,10 @@ class GAN(GenerativeModel):
     def _fake(self, z: Tensor, c: Tensor) -> Tensor:
         return self._require()["generator"](torch.cat([z, c], -1))
 
-    def _d_loss(self, u: Tensor, c: Tensor, gen: torch.Generator
+    def _d_loss(self, u: Tensor, c: Tensor, m: Tensor, gen: torch.Generator
                 ) -> tuple[Tensor, Tensor, Tensor]:
         z = torch.randn(len(u), self.latent_dim, generator=gen).to(u)
-        fake = self._fake(z, c).detach()
+        fake = (self._fake(z, c) * m).detach()
         if self.stability == "gradient_penalty":
             u = u.detach().requires_grad_(True)
         real_logit, fake_logit = self._logit(u, c), self._logit(fake, c)
@@ -129,8 +129,10 @@ class GAN(GenerativeModel):
     def fit(self, x: Any, cond: Any = None, weights: Any = None, checkpoint: Any = None) -> GAN:
         """Train G and D in turn for ``train_config.max_epochs`` epochs.
 
-        ``weights`` only mark masked elements (0), which take the column mean; a GAN
-        has no per-element likelihood to weight. ``checkpoint`` is not supported.
+        ``weights`` only mark masked elements (0): the discriminator sees real and
+        generated rows with the same elements set to the column mean, so gaps (e.g. rest
+        pixels a spectrum does not reach) are neither learned nor penalised; a GAN has
+        no per-element likelihood to weight. ``checkpoint`` is not supported.
         """
         if checkpoint is not None:
             raise ValueError("GAN.fit does not resume from checkpoints")
@@ -143,6 +145,7 @@ class GAN(GenerativeModel):
         torch.manual_seed(self.seed)
         self.net = net = self._build().to(self.device)
         self._standardise_from(xt, wt, ct)
+        m = (wt > 0).float().to(self.device)
         u = torch.where(wt > 0, net["x_scale"](xt), 0.0).to(self.device)
         c = (net["c_scale"](ct) if self.cond_dim else ct).to(self.device)
         cfg = self.train_config
@@ -159,8 +162,8 @@ class GAN(GenerativeModel):
             sums = np.zeros(4)
             for step, i in enumerate(range(0, len(order), cfg.batch_size)):
                 idx = order[i : i + cfg.batch_size].to(self.device)
-                ub, cb = u[idx], c[idx]
-                d_loss, p_real, p_fake = self._d_loss(ub, cb, gen)
+                ub, cb, mb = u[idx], c[idx], m[idx]
+                d_loss, p_real, p_fake = self._d_loss(ub, cb, mb, gen)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 nn.utils.clip_grad_norm_(net["discriminator"].parameters(), cfg.clip_norm)
@@ -168,7 +171,7 @@ class GAN(GenerativeModel):
                 g_loss = torch.tensor(0.0)
                 if step % self.d_steps == 0:
                     z = torch.randn(len(idx), self.latent_dim, generator=gen).to(ub)
-                    logit = self._logit(self._fake(z, cb), cb)
+                    logit = self._logit(self._fake(z, cb) * mb, cb)
                     g_loss = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
                     opt_g.zero_grad(set_to_none=True)
                     g_loss.backward()
@@ -180,7 +183,7 @@ class GAN(GenerativeModel):
             vgen = torch.Generator().manual_seed(self.seed + 1)
             with torch.no_grad():
                 vi = val_idx.to(self.device)
-                val = float(self._d_loss(u[vi], c[vi], vgen)[0])
+                val = float(self._d_loss(u[vi], c[vi], m[vi], vgen)[0])
             hist.train_loss.append(float(sums[0]))
             hist.generator_loss.append(float(sums[1] * self.d_steps))
             hist.d_real.append(float(sums[2]))

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .._checks import as_numpy, require_ndim
 
-__all__ = ["Normalised", "PCA", "normalise", "chi2_per_pixel"]
+__all__ = ["Normalised", "PCA", "RestFrame", "chi2_per_pixel", "normalise"]
 
 
 @dataclass(frozen=True)
@@ -114,21 +114,44 @@ class PCA(nn.Module):
         self.register_buffer("basis", torch.zeros(components, dim))
         self.register_buffer("scale", torch.ones(components))
 
-    def fit(self, x: Any, seed: int = 0) -> PCA:
-        """Fit on (n, dim) data (numpy or torch); a randomised SVD for large data."""
+    def fit(self, x: Any, weights: Any = None, seed: int = 0, iterations: int = 2) -> PCA:
+        """Fit on (n, dim) data (numpy or torch) by randomised SVD; elements with weight 0
+        (gaps) are filled with the column mean, then with the reconstruction (EM-PCA)."""
         t = torch.as_tensor(as_numpy(x, "x", np.float32))
         if t.ndim != 2 or t.shape[1] != self.dim or len(t) <= self.components:
             raise ValueError(f"PCA.fit needs (n > {self.components}, {self.dim}) data; "
                              f"got {tuple(t.shape)}")
-        mean = t.mean(0)
+        good = torch.ones_like(t, dtype=torch.bool) if weights is None else \
+            torch.as_tensor(as_numpy(weights, "weights", np.float32)) > 0
+        mean = (t * good).sum(0) / good.sum(0).clamp(min=1)
+        filled = torch.where(good, t, mean)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            q = min(self.components + 10, *t.shape)
-            _, s, v = torch.svd_lowrank(t - mean, q=q, niter=4)
-        self.mean = mean
-        self.basis = v[:, : self.components].T.contiguous()
+            for _ in range(iterations if weights is not None else 1):
+                mean = filled.mean(0)
+                q = min(self.components + 10, *t.shape)
+                _, s, v = torch.svd_lowrank(filled - mean, q=q, niter=4)
+                basis = v[:, : self.components].T.contiguous()
+                filled = torch.where(good, t, mean + (filled - mean) @ basis.T @ basis)
+        self.mean, self.basis = mean, basis
         self.scale = (s[: self.components] / np.sqrt(len(t) - 1)).clamp(min=1e-12)
         return self
+
+    def project(self, x: Any, weights: Any, chunk: int = 2048) -> Tensor:
+        """Weighted least-squares coefficients: argmin_c Σ w (x − mean − c·basis)², so
+        masked elements (w = 0) are ignored; (n, components)."""
+        xt = torch.as_tensor(as_numpy(x, "x", np.float32))
+        wt = torch.as_tensor(as_numpy(weights, "weights", np.float32))
+        eye = 1e-6 * torch.eye(self.components)
+        out = []
+        for i in range(0, len(xt), chunk):
+            w, r = wt[i : i + chunk], xt[i : i + chunk] - self.mean
+            bw = self.basis[None] * w[:, None, :]  # (b, k, dim)
+            m = bw @ self.basis.T  # (b, k, k)
+            scale = m.diagonal(dim1=1, dim2=2).mean(1).clamp(min=1e-30)[:, None, None]
+            rhs = (bw @ r[:, :, None])[..., 0]
+            out.append(torch.linalg.solve(m / scale + eye, (rhs / scale[:, :, 0])))
+        return torch.cat(out)
 
     def transform(self, x: Tensor) -> Tensor:
         """Coefficients (…, components) of data (…, dim)."""
@@ -137,3 +160,69 @@ class PCA(nn.Module):
     def inverse(self, c: Tensor) -> Tensor:
         """Data (…, dim) from coefficients (…, components): differentiable."""
         return self.mean + c @ self.basis
+
+
+class RestFrame:
+    """Observed log-λ spectra ↔ a longer rest-frame array, by whole-pixel shifts.
+
+    On a log-λ grid a redshift is a shift of log10(1 + z) / step pixels. The
+    spectrum moves by the nearest whole number of pixels k, so no interpolation
+    blurs its lines and the way back is exact; rest pixels it does not reach get
+    weight 0 (masked), and the fractional remainder, in [−½, ½], is returned as a
+    condition for models that must place lines to a fraction of a pixel.
+
+    Args:
+        wavelength: the observed log-uniform grid (npix,).
+        z_max: the largest redshift to hold.
+
+    Example:
+        >>> from specsbi import sdss_wavelength
+        >>> rf = RestFrame(sdss_wavelength(), z_max=0.5)
+        >>> x = np.random.default_rng(0).random((2, 3841), dtype=np.float32)
+        >>> xr, wr, frac = rf.to_rest(x, np.ones_like(x), [0.1, 0.3])
+        >>> xr.shape, bool(np.array_equal(rf.to_observed(xr, [0.1, 0.3]), x))
+        ((2, 5603), True)
+    """
+
+    def __init__(self, wavelength: Any, z_max: float = 0.6) -> None:
+        from ..compressors import log_grid_step
+
+        self.step = log_grid_step(wavelength)
+        if not 0 < z_max <= 5:
+            raise ValueError(f"`z_max` must lie in (0, 5]; got {z_max}")
+        self.npix = len(wavelength)
+        self.s_max = int(np.ceil(np.log10(1 + z_max) / self.step))
+        self.n_rest = self.npix + self.s_max + 1
+        self.rest_wavelength = (np.asarray(wavelength, dtype=np.float64)[0]
+                                * 10 ** (self.step * (np.arange(self.n_rest) - self.s_max - 1)))
+
+    def shift(self, z: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Whole-pixel shift k and fractional remainder of each redshift."""
+        zz = as_numpy(z, "redshift").reshape(-1)
+        if np.any(zz < -0.01) or np.any(np.log10(1 + zz) / self.step > self.s_max + 0.5):
+            raise ValueError(f"redshifts must lie in [0, z_max]; got {zz.min()}..{zz.max()}")
+        s = np.log10(1 + zz) / self.step
+        k = np.rint(s).astype(int)
+        return k, (s - k).astype(np.float32)
+
+    def _index(self, k: np.ndarray) -> np.ndarray:
+        return np.arange(self.npix)[None] + (self.s_max + 1 - k)[:, None]
+
+    def to_rest(self, x: Any, weights: Any, z: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rest-frame flux and weights (n, n_rest) and the fractional shifts (n, 1)."""
+        xx, ww = as_numpy(x, "x", np.float32), as_numpy(weights, "weights", np.float32)
+        k, frac = self.shift(z)
+        if xx.shape != (len(k), self.npix) or ww.shape != xx.shape:
+            raise ValueError(f"expected x and weights of shape ({len(k)}, {self.npix})")
+        rows = np.arange(len(k))[:, None]
+        xr = np.zeros((len(k), self.n_rest), np.float32)
+        wr = np.zeros_like(xr)
+        idx = self._index(k)
+        xr[rows, idx], wr[rows, idx] = xx, ww
+        return xr, wr, frac[:, None]
+
+    def to_observed(self, xr: Any, z: Any) -> np.ndarray:
+        """Rest-frame arrays (n, n_rest) back onto the observed grid (n, npix)."""
+        a = as_numpy(xr, "rest-frame x", np.float32)
+        k, _ = self.shift(z)
+        return a[np.arange(len(k))[:, None], self._index(k)]
