@@ -33,7 +33,7 @@ from ..spectra import SpectraSet
 from ..training import TrainConfig
 from .preprocessing import PCA, RestFrame, chi2_per_pixel, normalise
 
-__all__ = ["Budget", "c2st_accuracy", "compare_generators"]
+__all__ = ["Budget", "c2st_accuracy", "compare_generators", "spectra_c2st"]
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,25 @@ class _Representation:
 
 
 def c2st_accuracy(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
-    """Cross-validated accuracy of an MLP telling ``a`` from ``b`` (0.5: indistinguishable)."""
+    """Cross-validated accuracy of an MLP telling ``a`` from ``b`` (0.5: indistinguishable),
+    on low-dimensional features (at most 64 columns; compare spectra with `spectra_c2st`)."""
     from sbi.utils.metrics import c2st
 
+    if a.shape[1] > 64:
+        raise ValueError(f"c2st_accuracy takes low-dimensional features; got {a.shape[1]} "
+                         "columns (for spectra use spectra_c2st, which compresses them first)")
     n = min(len(a), len(b))
     ta, tb = (torch.as_tensor(v[:n], dtype=torch.float32) for v in (a, b))
     return float(c2st(ta, tb, seed=seed, classifier="mlp"))
+
+
+def spectra_c2st(generated: np.ndarray, real: np.ndarray, fit_on: np.ndarray | None = None,
+                 seed: int = 0) -> float:
+    """C2ST accuracy between generated and real normalised spectra (n, npix), on the
+    comparison's representation (16 whitened PCA coefficients fitted on ``fit_on``, default
+    ``real``, plus the log RMS of the residual)."""
+    rep = _Representation(real if fit_on is None else fit_on, min(16, len(real) - 1))
+    return c2st_accuracy(rep(generated), rep(real), seed)
 
 
 def _timed(fn: Any) -> tuple[Any, float]:

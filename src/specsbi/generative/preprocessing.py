@@ -137,12 +137,13 @@ class PCA(nn.Module):
         self.scale = (s[: self.components] / np.sqrt(len(t) - 1)).clamp(min=1e-12)
         return self
 
-    def project(self, x: Any, weights: Any, chunk: int = 2048) -> Tensor:
+    def project(self, x: Any, weights: Any, chunk: int | None = None) -> Tensor:
         """Weighted least-squares coefficients: argmin_c Σ w (x − mean − c·basis)², so
         masked elements (w = 0) are ignored; (n, components)."""
         xt = torch.as_tensor(as_numpy(x, "x", np.float32))
         wt = torch.as_tensor(as_numpy(weights, "weights", np.float32))
         eye = 1e-6 * torch.eye(self.components)
+        chunk = chunk or max(1, int(2e7 // (self.components * self.dim)))  # ≤ 80 MB a chunk
         out = []
         for i in range(0, len(xt), chunk):
             w, r = wt[i : i + chunk], xt[i : i + chunk] - self.mean
