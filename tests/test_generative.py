@@ -219,12 +219,14 @@ def test_normalise_keeps_amplitude_apart_and_masks():
 def test_spectrum_posterior_with_vae_compressor(tmp_path, toy_set, kind):
     train = ss.simulate(ss.ToySimulator(), ss.default_prior(), n=300, seed=2, progress=False)
     model = ss.SpectrumPosterior(compressor=kind, n_components=4, hidden=16, transforms=1,
-                                 embed=16, compressor_options={"hidden": (32,), "max_epochs": 2},
+                                 embed=16, compressor_options={"hidden": (32,), "max_epochs": 2,
+                                                               "latent_dim": 3},
                                  train_config=TrainConfig(max_epochs=2), progress=False)
     model.fit(train)
     s = model.summarize(toy_set[:3])
-    assert s.shape == (3, 5)  # log amplitude + 4 latent means
+    assert s.shape == (3, 4 + 6 + 3)  # 4 template amplitudes, 6 fit figures, 3 latents
     assert np.allclose(s[:, 0].numpy(), np.log10(np.median(toy_set.flux[:3], 1)), atol=1e-5)
+    assert np.allclose(s[:, 2].numpy(), toy_set.params["redshift"][:3], atol=1e-3)  # ẑ
     loaded = ss.load(model.save(tmp_path / "m"))
     theta = np.stack([toy_set.params["log_mstar"][:3], toy_set.params["redshift"][:3]], 1)
     assert np.allclose(loaded.posterior(toy_set[:3]).log_prob(theta),

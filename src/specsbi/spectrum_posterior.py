@@ -117,10 +117,12 @@ class SpectrumPosterior:
     Args:
         targets: parameters to infer; the others are marginalised.
         compressor: "pca" (rest-frame PCA templates fitted over redshift), or "vae" / "ae"
-            (log amplitude + latent means of a VAE / AE with ``n_components`` latents,
-            trained on the simulations first, then frozen).
-        compressor_options: settings of the "vae"/"ae" compressor (``hidden``,
-            ``max_epochs``, ``batch_size``, ``lr``, ``patience``, ``max_spectra``).
+            (the same template fit for ẑ and the amplitude, then the latent means of a
+            rest-frame VAE / AE in place of the rest-frame PCA coefficients; trained on
+            the simulations first, then frozen).
+        compressor_options: settings of the "vae"/"ae" compressor (``latent_dim``,
+            ``hidden``, ``max_epochs``, ``batch_size``, ``lr``, ``patience``,
+            ``max_spectra``).
         variant: "dependent" (q(θ | s)) or "augmented" (q(s, θ)).
         flow: "nsf" or "maf"; hidden, transforms, bins: flow size.
         n_components: templates of the compressor.
@@ -180,7 +182,7 @@ class SpectrumPosterior:
         else:
             from .generative.compressor import VAECompressor
 
-            comp = VAECompressor(wavelength, self.n_components,
+            comp = VAECompressor(wavelength, n_templates=self.n_components,
                                  autoencoder=self.compressor_kind == "ae", noise=self.noise,
                                  seed=self.seed, progress=self.progress,
                                  **self.compressor_options)
@@ -416,7 +418,8 @@ class SpectrumPosterior:
                                                         self.wavelength[0]))},
             "preprocessing": "flux / median(flux); log10 median as its own input; " + (
                 "rest-frame PCA χ² fit over redshift" if self.compressor_kind == "pca" else
-                f"{self.compressor_kind.upper()} latent means (trained first, then frozen)"),
+                f"rest-frame templates for ẑ, then {self.compressor_kind.upper()} latent means "
+                "of the rest-frame spectrum at ẑ (trained first, then frozen)"),
             "seed": self.seed,
             "training_data": self.data_info,
             "validation": None if self.history is None else self.history.summary(),

@@ -222,6 +222,20 @@ class RestFrame:
         xr[rows, idx], wr[rows, idx] = xx, ww
         return xr, wr, frac[:, None]
 
+    def to_rest_tensor(self, x: Tensor, good: Tensor, z: Tensor
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """`to_rest` on torch tensors (B, npix), with a boolean mask of usable pixels:
+        rest flux, rest mask and fractional shifts (B, 1); redshifts are clamped to
+        [0, z_max]."""
+        s = torch.log10(1 + z.double().clamp(0, 10 ** (self.s_max * self.step) - 1)) / self.step
+        k = torch.round(s)
+        idx = (torch.arange(self.npix, device=x.device)[None]
+               + (self.s_max + 1 - k.long())[:, None])
+        xr = x.new_zeros(len(x), self.n_rest).scatter_(1, idx, x)
+        mr = torch.zeros(len(x), self.n_rest, dtype=torch.bool, device=x.device)
+        mr = mr.scatter_(1, idx, good)
+        return xr, mr, (s - k).to(x.dtype)[:, None]
+
     def to_observed(self, xr: Any, z: Any) -> np.ndarray:
         """Rest-frame arrays (n, n_rest) back onto the observed grid (n, npix)."""
         a = as_numpy(xr, "rest-frame x", np.float32)
