@@ -233,3 +233,30 @@ def test_spectrum_posterior_with_vae_compressor(tmp_path, toy_set, kind):
                        model.posterior(toy_set[:3]).log_prob(theta), atol=1e-5)
     with pytest.raises(ValueError, match="unknown compressor"):
         ss.SpectrumPosterior(compressor="wavelets")
+
+
+# ------------------------------------------------------------------- the table
+def test_compare_generators_cli_writes_table_and_figures(tmp_path):
+    from specsbi.cli import main
+
+    data = tmp_path / "toy.h5"
+    assert main(["simulate", "--simulator", "toy", "--n", "330", "--out", str(data),
+                 "--no-progress"]) == 0
+    budget = ["n_train=250", "n_eval=80", "pca_dim=8", "latent_dim=4", "ae_epochs=1",
+              "vae_epochs=1", "gan_epochs=1", "flow_epochs=1", "diffusion_epochs=1",
+              "invert_steps=2"]
+    out = tmp_path / "cmp"
+    args = ["compare-generators", "--data", str(data), "--out", str(out), "--no-progress"]
+    assert main(args + [a for b in budget for a in ("--budget", b)]) == 0
+    import json
+
+    result = json.loads((out / "generators.json").read_text())
+    models = result["models"]
+    assert {"AE", "VAE", "GAN", "Flow"} <= set(models) and len(models) == 6
+    for row in models.values():
+        assert 0 <= row["c2st"] <= 1 and row["spectra_per_s"] > 0 and row["recon_chi2"] > 0
+    assert abs(result["reference"]["chi2_noiseless_truth"] - 1) < 0.2
+    for name in ("generated_vs_real.png", "latent_vae.png", "traversal_vae.png",
+                 "generators.md"):
+        assert (out / name).stat().st_size > 0
+    assert main(args + ["--budget", "vae_epochs=zero"]) == 2  # one-line error, no traceback
