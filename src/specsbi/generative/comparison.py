@@ -271,18 +271,22 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The comparison table in Markdown."""
+    """The comparison table in Markdown (from the JSON of `compare_generators`)."""
     ref = result["reference"]
-    head = ("| model | latent dim | recon. χ²/pixel | C2ST accuracy | density | "
-            "spectra/s | training s |")
+    sim = ref.get("simulator")
+    head = ("| model | latent dim | recon. χ²/pixel | C2ST accuracy | density | spectra/s"
+            + (f" (× {sim['name']})" if sim else "") + " | training s |")
     lines = [head, "|" + " --- |" * 7]
     for name, r in result["models"].items():
-        dens = r["density"] + (f" (median {r['log_density']})" if r.get("log_density") else "")
-        lines.append(f"| {name} | {r['latent_dim']} | {r['recon_chi2']} | {r['c2st']} | {dens} | "
-                     f"{r['spectra_per_s']} | {r['train_s']} |")
+        dens = r["density"] + (f", median {r['log_density']}" if r.get("log_density") else "")
+        speed = f"{r['spectra_per_s']:,.0f}"
+        if sim:
+            speed += f" (× {r['speedup_vs_' + sim['name']]:,.0f})"
+        lines.append(f"| {name} | {r['latent_dim']} | {r['recon_chi2']} | {r['c2st']} | {dens} "
+                     f"| {speed} | {r['train_s']:.0f} |")
     lines.append("")
     lines.append(f"References: C2ST of training vs held-out simulations "
                  f"{ref['c2st_train_vs_test']}; χ²/pixel of the noiseless truth "
                  f"{ref['chi2_noiseless_truth']}, of its {result['budget']['pca_dim']}-component "
-                 f"PCA truncation {ref['chi2_pca_truncation']}.")
+                 f"rest-frame PCA projection {ref['chi2_pca_truncation']}.")
     return "\n".join(lines)
