@@ -51,7 +51,7 @@ class Budget:
     vae_epochs: int = 20
     gan_epochs: int = 20
     flow_epochs: int = 40
-    diffusion_epochs: int = 100
+    diffusion_epochs: int = 200
     invert_steps: int = 200
 
     def __post_init__(self) -> None:
@@ -145,6 +145,9 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
     x_r, cover, frac_tr = rf.to_rest(tr.flux, np.ones_like(tr.flux), z_tr)
     _, w_r, _ = rf.to_rest(tr.flux, w_tr.weights, z_tr)
     obs_r, obs_w, frac_te = rf.to_rest(obs.flux, obs.weights, z_te)
+    # new spectra are drawn at the redshifts (and θ) of training simulations, not of the
+    # held-out ones they are compared with: paired sets would bias the C2ST below 0.5
+    z_gen, frac_gen, theta_gen = z_tr[:ne], frac_tr[:ne], theta_tr[:ne]
     rep = _Representation(tr.flux[: min(n, 10_000)])
     real_rep = rep(real)
     pca = PCA(rf.n_rest, budget.pca_dim).fit(x_r[:10_000], cover[:10_000], seed=seed)
@@ -154,12 +157,12 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
     rows: dict[str, dict[str, Any]] = {}
     samples: dict[str, np.ndarray] = {}
 
-    def observed(rest: Any, z: np.ndarray = z_te) -> np.ndarray:
+    def observed(rest: Any, z: np.ndarray = z_gen) -> np.ndarray:
         rest = rest.detach().cpu().numpy() if isinstance(rest, torch.Tensor) else rest
         return rf.to_observed(rest, z[: len(rest)])
 
-    def from_pca(c: Any) -> np.ndarray:
-        return observed(pca.inverse(torch.as_tensor(c)))
+    def from_pca(c: Any, z: np.ndarray = z_gen) -> np.ndarray:
+        return observed(pca.inverse(torch.as_tensor(c)), z)
 
     def record(name: str, generated: np.ndarray, sample_s: float, **info: Any) -> None:
         samples[name] = generated
@@ -177,7 +180,7 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
     rows_ref = {"c2st_train_vs_test": round(c2st_accuracy(rep(normalise(
                     train.flux_noiseless[:ne]).flux), real_rep, seed), 4),
                 "chi2_noiseless_truth": chi2(real),  # ≈ 1 by construction
-                "chi2_pca_truncation": chi2(from_pca(obs_coef))}
+                "chi2_pca_truncation": chi2(from_pca(obs_coef, z_te))}
     common = dict(seed=seed, progress=progress)
 
     # ---- AE and VAE: weighted by the errors, fresh noise on the encoder's input
@@ -186,8 +189,8 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
                     cond_dim=1, train_config=TrainConfig(max_epochs=epochs, patience=5),
                     **common)
         _, fit_s = _timed(lambda m=model: m.fit(x_r, cond=frac_tr, weights=w_r))
-        recon = observed(model.reconstruct(obs_r, frac_te, obs_w))
-        gen, s = _timed(lambda m=model: observed(m.sample(cond=frac_te, seed=seed + 1)))
+        recon = observed(model.reconstruct(obs_r, frac_te, obs_w), z_te)
+        gen, s = _timed(lambda m=model: observed(m.sample(cond=frac_gen, seed=seed + 1)))
         elbo = model.elbo(obs_r, frac_te, obs_w) if kind == "VAE" else None
         record(kind, gen, s, latent_dim=budget.latent_dim, recon_chi2=chi2(recon),
                density="no" if kind == "AE" else "lower bound (ELBO)",
@@ -203,9 +206,9 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
     k = min(200, ne)
     _, recon = gan.invert(obs_r[:k], cond=frac_te[:k], weights=obs_w[:k],
                           steps=budget.invert_steps)
-    gen, s = _timed(lambda: observed(gan.sample(cond=frac_te, seed=seed + 1)))
+    gen, s = _timed(lambda: observed(gan.sample(cond=frac_gen, seed=seed + 1)))
     h = gan.history
-    record("GAN", gen, s, latent_dim=32, recon_chi2=chi2(observed(recon)), density="no",
+    record("GAN", gen, s, latent_dim=32, recon_chi2=chi2(observed(recon, z_te)), density="no",
            log_density=None, train_s=round(fit_s, 1), epochs=budget.gan_epochs,
            final_d_real=round(h.d_real[-1], 3), final_d_fake=round(h.d_fake[-1], 3))
 
@@ -226,11 +229,13 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
     _, fit_s = _timed(lambda: diff.fit(coef, cond=theta_tr))
     z = diff.encode(obs_coef, cond=theta_te, steps=50)
     with torch.no_grad():
-        recon = from_pca(diff.generate(torch.as_tensor(theta_te), torch.as_tensor(z), steps=50))
-        emulated = from_pca(diff.generate(torch.as_tensor(theta_te)))  # z = 0: θ → spectrum
+        recon = from_pca(diff.generate(torch.as_tensor(theta_te), torch.as_tensor(z), steps=50),
+                         z_te)
+        emulated = from_pca(diff.generate(torch.as_tensor(theta_te)), z_te)  # z=0: θ → spectrum
+    paired = from_pca(diff.sample(cond=theta_te, seed=seed + 1), z_te)  # for the figure
     for method, steps in (("ddpm", None), ("ddim", diff.ddim_steps)):
         gen, s = _timed(lambda method=method, steps=steps: from_pca(diff.sample(
-            cond=theta_te, seed=seed + 1, method=method, steps=steps)))
+            cond=theta_gen, seed=seed + 1, method=method, steps=steps)))
         label = "Diffusion (DDPM, 200 steps)" if method == "ddpm" else \
             f"Diffusion (DDIM, {diff.ddim_steps} steps)"
         record(label, gen, s, latent_dim=budget.pca_dim, recon_chi2=chi2(recon),
@@ -241,7 +246,9 @@ def compare_generators(train: SpectraSet, test: SpectraSet, out: str | Path,
     # ---- figures and the latent table
     from .figures import generated_vs_real, latent_figure
 
-    generated_vs_real(test.wavelength, real, samples, out / "generated_vs_real.png", seed)
+    shown = {k: v for k, v in samples.items() if not k.startswith("Diffusion")}
+    shown[f"Diffusion (DDIM, {diff.ddim_steps} steps)"] = paired  # at the held-out θ
+    generated_vs_real(test.wavelength, real, shown, out / "generated_vs_real.png", seed)
     # the latents see flux / median: the mass lives in the amplitude, so also show the
     # stellar mass-to-light ratio (mass − log luminosity of the median flux), which they can see
     log_lum = (normalise(test.flux_noiseless[:ne]).log_amp + np.log10(1 + z_te)
