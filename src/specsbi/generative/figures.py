@@ -47,7 +47,7 @@ def generated_vs_real(wavelength: np.ndarray, real: np.ndarray,
 
 def latent_figure(vae: Any, latents: np.ndarray, params: Mapping[str, np.ndarray],
                   table: Mapping[str, Any], wavelength: np.ndarray, path: str | Path,
-                  cond: Any = None) -> Path:
+                  cond: Any = None, xlabel: str = "rest-frame wavelength (Å)") -> Path:
     """The VAE latents coloured by redshift and mass (``path``) and a traversal of the
     latent that tracks redshift best (``traversal_vae.png`` beside it), decoded at the
     condition ``cond`` on the ``wavelength`` grid of the model's data."""
@@ -65,6 +65,7 @@ def latent_figure(vae: Any, latents: np.ndarray, params: Mapping[str, np.ndarray
     ax.set_title(f"moving z{dim} (the latent most correlated with redshift) from its 5th to "
                  "95th percentile", fontsize=9)
     ax.set_ylim(0, 9)
+    ax.set_xlabel(xlabel)
     trav = Path(path).with_name("traversal_vae.png")
     ax.figure.tight_layout()
     ax.figure.savefig(trav, dpi=72)
