@@ -70,6 +70,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
                          patience=args.patience)
     common = dict(variant=args.variant, flow=args.flow, train_config=config, seed=args.seed,
+                  compressor=args.compressor,
                   noise_draws=args.noise_draws, progress=not args.no_progress)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.what == "npe":
@@ -175,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--targets", default="log_mstar,redshift",
                     help="comma-separated parameters to infer (default log_mstar,redshift)")
     tr.add_argument("--flow", choices=["nsf", "maf"], default="nsf")
+    tr.add_argument("--compressor", choices=["pca", "vae", "ae"], default="pca",
+                    help="summary of a spectrum: rest-frame PCA templates (default), or the "
+                         "same template fit for ẑ plus the latents of a rest-frame VAE / AE")
     tr.add_argument("--n", type=int, help="use only the first N training spectra")
     tr.add_argument("--epochs", type=int, default=300, help="most epochs (early stopping)")
     tr.add_argument("--patience", type=int, default=15)
