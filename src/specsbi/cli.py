@@ -106,6 +106,40 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corner(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import corner, save
+    from .spectra import SpectraSet, open_hdf5
+
+    draws, names = [], None
+    for path in args.posteriors:
+        with open_hdf5(Path(path)) as h5:
+            if "samples" not in h5 or "param_names" not in h5:
+                raise ValueError(f"{path} is not a posterior file of `specsbi infer` (no "
+                                 "/samples, /param_names)")
+            n = h5["samples"].shape[0]
+            if not 0 <= args.galaxy < n:
+                raise ValueError(f"--galaxy {args.galaxy} is out of range: {path} holds {n}")
+            draws.append(h5["samples"][args.galaxy])
+            own = [v.decode() for v in h5["param_names"][()]]
+        names = names or own
+        if own != names:
+            raise ValueError(f"{path} is over {own}, the first file over {names}")
+    truth = None
+    if args.truth_from:
+        truth = SpectraSet.read(args.truth_from, rows=slice(args.galaxy, args.galaxy + 1)).params
+        if not truth or len(next(iter(truth.values()))) != 1:
+            raise ValueError(f"{args.truth_from} has no galaxy {args.galaxy} with parameters")
+        truth = {k: float(v[0]) for k, v in truth.items()}
+    legend = [s.strip() for s in args.legend.split(",")] if args.legend else (
+        [Path(p).stem for p in args.posteriors] if len(draws) > 1 else None)
+    fig = corner(draws, names=names, truth=truth, legend=legend)
+    print(f"wrote {save(fig, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (importing no heavy module)."""
     parser = argparse.ArgumentParser(
@@ -167,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--overwrite", action="store_true")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
+
+    cor = sub.add_parser("corner", help="corner plot of one galaxy from posterior files")
+    cor.add_argument("posteriors", nargs="+", help="posterior HDF5 file(s) of `specsbi infer`; "
+                     "several are overlaid")
+    cor.add_argument("--galaxy", type=int, required=True, help="row of the galaxy (from 0)")
+    cor.add_argument("--out", required=True, help="image to write (.png, .pdf)")
+    cor.add_argument("--truth-from", metavar="FILE",
+                     help="HDF5 spectra file whose parameters mark the truth")
+    cor.add_argument("--legend", help="comma-separated names of the posterior files")
+    cor.set_defaults(func=_cmd_corner)
     return parser
 
 
