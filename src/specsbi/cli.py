@@ -99,9 +99,14 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if not hasattr(model, "summarize"):
         raise ValueError(f"{args.model} is not a spectrum model (train one with `specsbi "
                          "train npe --data FILE`)")
+    emulator = None
+    if args.emulator:
+        emulator = load(args.emulator)
+        if not hasattr(emulator, "predict"):
+            raise ValueError(f"{args.emulator} is not an emulator (it has no predict(θ))")
     path = infer_catalog(model, args.inputs, args.out, n_samples=args.samples,
                          chunk=args.chunk, overwrite=args.overwrite,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, emulator=emulator, seed=args.seed)
     print(f"wrote posteriors to {path}")
     return 0
 
@@ -197,7 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", required=True, help="output HDF5 (samples, summary, flags)")
     inf.add_argument("--model", default="default", help="model folder (default: shipped)")
     inf.add_argument("--samples", type=int, default=1000, help="posterior samples per galaxy")
-    inf.add_argument("--chunk", type=int, default=500, help="galaxies per chunk")
+    inf.add_argument("--chunk", type=int, default=500,
+                     help="galaxies per chunk: bounds memory; finished chunks are kept in "
+                          "OUT.parts/ and an interrupted run resumes from them")
+    inf.add_argument("--emulator", metavar="MODEL",
+                     help="emulator model folder: adds /flags/predictive_chi2")
+    inf.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     inf.add_argument("--overwrite", action="store_true")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
