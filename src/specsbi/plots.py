@@ -298,6 +298,8 @@ def spectrum(spec: Any, predictive: Any = None, *, n_draws: int = 200,
             a.axvspan(wl[i], wl[min(j, len(wl) - 1)], color="#e9a03b", alpha=0.25, lw=0,
                       label="masked" if a is top and k == 0 else None)
     lo, hi = np.nanpercentile(shown, [0.5, 99.5])
+    if model is not None:  # keep the model's emission lines in view
+        hi = max(hi, float(np.nanmax(q[4] if pred is not None else model)))
     top.set_ylim(min(0, lo) - 0.05 * (hi - lo), hi + 0.15 * (hi - lo))
     top.set_ylabel(r"$f_\lambda$ [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]")
     top.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8, frameon=False, ncol=4)
