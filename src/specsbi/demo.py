@@ -82,8 +82,9 @@ def _table(names: list[str], obs: SpectraSet, draws: np.ndarray, flags: np.ndarr
     head = ["galaxy", "S/N"] + [f"{n} {w}" for n in names for w in ("true", "posterior")] + \
         [f"pull {n}" for n in names] + ["OOD"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    snr = obs.params.get("snr", np.full(len(obs), np.nan))
     for i in range(len(obs)):
-        row: dict[str, Any] = {"galaxy": i, "snr": float(obs.params.get("snr", [np.nan] * len(obs))[i])}
+        row: dict[str, Any] = {"galaxy": i, "snr": float(snr[i])}
         cells = [str(i), f"{row['snr']:.1f}"]
         pulls = []
         for j, n in enumerate(names):
