@@ -119,3 +119,24 @@ def test_cli_infer_refuses_a_non_emulator(model, catalog, tmp_path, capsys):
     assert "not an emulator" in capsys.readouterr().err
     assert main([*args, "--chunk", "0"]) == 2 and "--chunk" in capsys.readouterr().err
     assert main([*args, "--chunk", "10"]) == 0 and out.exists()
+
+
+def test_a_galaxy_off_the_prior_is_flagged_not_fatal(model, catalog, tmp_path):
+    bad_flux = toy_data()[1].flux
+
+    class OffPrior:
+        """The model, except that galaxy 1's draws all fall outside the prior."""
+
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def posterior(self, obs):
+            if any(np.array_equal(f, bad_flux) for f in obs.flux):
+                raise RuntimeError("only 0.00% of posterior draws fall inside the prior")
+            return model.posterior(obs)
+
+    out = inference.infer_catalog(OffPrior(), [catalog], tmp_path / "p.h5", n_samples=10,
+                                  chunk=4, progress=False)
+    got = read(out)
+    assert np.isnan(got["samples"][1]).all() and got["flags/ood"][1]
+    assert np.isfinite(np.delete(got["samples"], 1, 0)).all()

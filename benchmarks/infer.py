@@ -1,0 +1,171 @@
+"""Catalog inference at survey scale: `specsbi infer` on 100,000 spectra.
+
+The 100k catalog is the 1,000 held-out bagpipes simulations of test1k.h5 repeated
+100 times, each repeat with a fresh noise draw (its own S/N in U(5, 30) and Gaussian
+noise) added to the noiseless flux, written in the DESIGN.md layout to a scratch file.
+
+Runs, each the real command line in its own process (wall time, and the process's
+peak resident memory from ``os.wait4``):
+
+- 100k galaxies, chunk 500;
+- 10k galaxies (the first 10 repeats), chunk 500 and chunk 2000: peak memory set by
+  the chunk, not the catalog size;
+- 10k galaxies, chunk 500, interrupted (SIGINT) part-way and rerun: the resumed file
+  must equal the uninterrupted one.
+
+Reference (same run, same model): the model's own posterior sampling in-process on
+1,000 spectra already in memory; ``overhead`` is its galaxies/s over the CLI's.
+
+    python benchmarks/infer.py --model /path/to/model [--samples 200] [--n 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import specsbi as ss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_catalog(source: Path, out: Path, repeats: int, seed: int = 7) -> Path:
+    """``repeats`` × the galaxies of ``source``, fresh noise each time, in bounded memory."""
+    if out.exists():
+        with h5py.File(out) as h5:
+            if h5["raw/spec"].shape[0] == repeats * h5.attrs["source_rows"]:
+                return out
+    test = ss.SpectraSet.read(source)
+    n, npix = len(test), test.npix
+    noise = ss.NoiseModel(snr=(5.0, 30.0))
+    tmp = out.with_name(out.name + ".tmp")
+    with h5py.File(tmp, "w") as h5:
+        h5.attrs["format_version"] = 1
+        h5.attrs["source_rows"] = n
+        h5.attrs["how"] = f"{source.name} x {repeats}, fresh noise per repeat (seed {seed})"
+        raw = h5.create_group("raw")
+        raw["wavelength"] = test.wavelength
+        spec = raw.create_dataset("spec", (repeats * n, npix), "f4", chunks=(250, npix))
+        err = raw.create_dataset("specerr", (repeats * n, npix), "f4", chunks=(250, npix),
+                                 compression="lzf")
+        for key, name in (("redshift", "z"), ("log_mstar", "smass"), ("snr", "snr")):
+            raw[name] = np.tile(test.params[key], repeats)
+        for r in range(repeats):
+            flux, sigma, _ = noise.sample(test.flux_noiseless.astype(np.float64),
+                                          np.random.default_rng([seed, r]))
+            spec[r * n : (r + 1) * n] = flux
+            err[r * n : (r + 1) * n] = sigma
+    os.replace(tmp, out)
+    return out
+
+
+def run_cli(args: list[str], interrupt_after: float | None = None) -> dict:
+    """Run ``specsbi`` in a child process; its wall time and peak RSS (MiB)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "specsbi.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if interrupt_after is not None:
+        time.sleep(interrupt_after)
+        proc.send_signal(signal.SIGINT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if interrupt_after is None and code != 0:
+        raise RuntimeError(f"specsbi {' '.join(args)} failed: {err}")
+    return {"wall_s": round(wall, 1), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "exit_code": code, "stderr_tail": err.strip().splitlines()[-1:] if err else []}
+
+
+def reference(model_path: str, source: Path, samples: int) -> dict:
+    """In-process posterior sampling of 1,000 in-memory spectra (no files, no chunks)."""
+    model = ss.load(model_path)
+    obs = ss.SpectraSet.read(source)
+    t0 = time.perf_counter()
+    for i in range(0, len(obs), 500):
+        model.posterior(obs[i : i + 500]).sample(samples)
+    wall = time.perf_counter() - t0
+    return {"galaxies": len(obs), "wall_s": round(wall, 2),
+            "galaxies_per_s": round(len(obs) / wall, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--source", default="/work/data/test1k.h5")
+    parser.add_argument("--scratch", default="/work/scratch/takehome/infer")
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/infer.json"))
+    args = parser.parse_args()
+    scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    source = Path(args.source)
+    with h5py.File(source) as h5:
+        n_src = h5["raw/spec"].shape[0]
+    t0 = time.perf_counter()
+    big = build_catalog(source, scratch / f"catalog{args.n // 1000}k.h5", args.n // n_src)
+    small = build_catalog(source, scratch / "catalog10k.h5", 10_000 // n_src)
+    build_s = time.perf_counter() - t0
+    ref = reference(args.model, source, args.samples)
+
+    def infer(path: Path, out: str, chunk: int, **kw) -> dict:
+        cli = ["infer", str(path), "--model", args.model, "--out", str(scratch / out),
+               "--samples", str(args.samples), "--chunk", str(chunk), "--no-progress",
+               "--overwrite"]
+        return run_cli(cli, **kw)
+
+    runs = {}
+    for name, path, chunk in (("10k_chunk500", small, 500), ("10k_chunk2000", small, 2000),
+                              (f"{args.n // 1000}k_chunk500", big, 500)):
+        r = infer(path, f"{name}.h5", chunk)
+        with h5py.File(path) as h5:
+            n = h5["raw/spec"].shape[0]
+        r.update(galaxies=n, chunk=chunk, galaxies_per_s=round(n / r["wall_s"], 2),
+                 overhead_vs_reference=round(ref["galaxies_per_s"] / (n / r["wall_s"]), 2))
+        runs[name] = r
+        print(name, r, flush=True)
+    # interrupted part-way, then resumed
+    first = infer(small, "resumed.h5", 500, interrupt_after=0.4 * runs["10k_chunk500"]["wall_s"])
+    second = infer(small, "resumed.h5", 500)
+    with h5py.File(scratch / "resumed.h5") as a, h5py.File(scratch / "10k_chunk500.h5") as b:
+        same = all(np.array_equal(a[k][()], b[k][()], equal_nan=True)
+                   for k in ("samples", "summary", "flags/ood", "flags/ood_score"))
+    runs["10k_chunk500_interrupted_then_resumed"] = {
+        "interrupted_exit_code": first["exit_code"], "interrupted_after_s": first["wall_s"],
+        "interrupt_message": first["stderr_tail"], "resumed_wall_s": second["wall_s"],
+        "total_wall_s": round(first["wall_s"] + second["wall_s"], 1),
+        "identical_to_uninterrupted": bool(same)}
+    result = {
+        "benchmark": "catalog inference (specsbi infer)",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "command": "python " + " ".join(sys.argv),
+        "model": args.model,
+        "samples_per_galaxy": args.samples,
+        "catalog": f"{source.name} x {args.n // n_src} with fresh noise per repeat "
+                   f"(built in {build_s:.0f} s)",
+        "reference_in_process": ref,
+        "runs": runs,
+        "note": "wall times on a shared 2-core machine; peak RSS is the whole process "
+                "(Python, torch, the model) measured by os.wait4",
+    }
+    text = json.dumps(result, indent=1)
+    print(text)
+    Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
