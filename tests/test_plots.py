@@ -72,6 +72,8 @@ def test_corner_errors_name_the_fix():
         plots.corner(batch)
     with pytest.raises(ValueError, match="names="):
         plots.corner(flat)
+    with pytest.raises(ValueError, match="NaN"):
+        plots.corner(np.full((10, 2), np.nan), names=NAMES)
     with pytest.raises(ValueError, match="lacks"):
         plots.corner([one_galaxy(), one_galaxy(names=["redshift", "av"])])
 

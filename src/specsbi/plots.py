@@ -162,6 +162,10 @@ def corner(posteriors: Posterior | Any | Sequence[Posterior | Any], *,
         if missing:
             raise ValueError(f"posterior {i + 1} is over {own}; it lacks {missing} to overlay")
         columns.append(s[:, [own.index(k) for k in names]])
+    for i, s in enumerate(columns):
+        if not np.isfinite(s).all():
+            raise ValueError(f"posterior {i + 1} holds NaN or inf draws (specsbi infer writes "
+                             "NaN for a galaxy it could not infer: see its /flags/ood)")
     t = None
     if truth is not None:
         if isinstance(truth, Mapping):
