@@ -69,8 +69,9 @@ def build_example_data(source: str | os.PathLike, folder: str | os.PathLike | No
 
 
 def _fmt(med: float, lo: float, hi: float) -> str:
-    width = min(med - lo, hi - med)
-    digits = max(0, 1 - int(np.floor(np.log10(width)))) if width > 0 else 3
+    from .plots import decimals
+
+    digits = decimals(min(med - lo, hi - med))
     return f"{med:.{digits}f} +{hi - med:.{digits}f} −{med - lo:.{digits}f}"
 
 

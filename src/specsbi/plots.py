@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["LABELS", "corner", "coverage", "label", "save", "sbc", "spectrum"]
+__all__ = ["LABELS", "corner", "coverage", "decimals", "label", "save", "sbc", "spectrum"]
 
 #: Axis labels with units for the parameters specsbi knows.
 LABELS = {
@@ -85,11 +85,15 @@ def _ranges(columns: list[np.ndarray], truth: np.ndarray | None,
     return out
 
 
+def decimals(width: float) -> int:
+    """Decimal places that show two significant digits of an uncertainty ``width``."""
+    return max(0, 1 - int(math.floor(math.log10(width)))) if width > 0 else 3
+
+
 def _title(x: np.ndarray, name: str) -> str:
     """``label = median +hi −lo`` with as many digits as the 68 % width needs."""
     p16, p50, p84 = np.percentile(x, [16, 50, 84])
-    width = min(p50 - p16, p84 - p50)
-    digits = max(0, 1 - int(math.floor(math.log10(width)))) if width > 0 else 3
+    digits = decimals(min(p50 - p16, p84 - p50))
     return (f"{label(name)} = ${p50:.{digits}f}^{{+{p84 - p50:.{digits}f}}}"
             f"_{{-{p50 - p16:.{digits}f}}}$")
 
