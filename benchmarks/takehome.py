@@ -98,16 +98,23 @@ def model_card(model_path: str, result: dict, folder: Path) -> Path:
         + ", ".join(f"{k} {v:.3f}" for k, v in dev.items())
         + f" (a calibrated model's curve stays within ±{cal['coverage']['band95_max']:.3f} "
         "of it at each level, 95 %).",
-        "SBC rank uniformity p-values: χ² " + json.dumps(cal["sbc"]["chi2_pvalue"])
-        + ", KS " + json.dumps(cal["sbc"]["ks_pvalue"]) + ".", "",
+        "SBC rank uniformity p-values: "
+        + ", ".join(f"{k} χ² {cal['sbc']['chi2_pvalue'][k]:.2g}, KS {v:.2g}"
+                    for k, v in cal["sbc"]["ks_pvalue"].items()) + ".", "",
         "![coverage](coverage.png) ![SBC ranks](sbc.png)", "",
         "## Galaxy figures", "", "```json", json.dumps(cal["galaxies"], indent=1), "```", "",
         "## Out-of-distribution flag", "",
-        "| set | galaxies | flagged | AUC of the score |", "|---|---|---|---|",
+        "Flagged: the fraction above the threshold; AUC: P(score of a galaxy of that set "
+        "> score of a test galaxy); then what the posteriors of that set are worth.", "",
+        "| set | galaxies | flagged | AUC | log M* bias | log M* RMSE | 68 % coverage of "
+        "log M* |", "|---|---|---|---|---|---|---|",
     ]
     for name, r in ood["sets"].items():
-        lines.append(f"| {name} | {r['n']} | {r['fraction_flagged']:.1%} | "
-                     f"{r.get('auc_vs_test', float('nan')):.2f} |")
+        g = r.get("galaxies", cal["galaxies"])  # the test set's are the calibration's
+        auc_text = f"{r['auc_vs_test']:.2f}" if "auc_vs_test" in r else "–"
+        lines.append(f"| {name} | {r['n']} | {r['fraction_flagged']:.1%} | {auc_text} | "
+                     f"{g['log_mstar_bias']:+.3f} | {g['log_mstar_rmse']:.3f} | "
+                     f"{g['coverage68_log_mstar']:.2f} |")
     lines += ["", "![OOD scores](ood_scores.png)", "",
               f"Measured by `{result['command']}` on {result['date']}."]
     path = folder / "MODEL_CARD.md"
