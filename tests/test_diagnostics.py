@@ -115,6 +115,15 @@ def test_predictive_chi2_known_answer():
                      samples=torch.as_tensor(exact[..., ::-1].copy(), dtype=torch.float32))
     assert np.allclose(predictive_chi2(emu, post, obs, n_draws=40), chi2, rtol=1e-4)
     assert predictive_flux(emu, exact[0], n_draws=5, names=["a", "b"]).shape == (5, 200)
+    # a posterior wider than the data: the mean χ² grows with its spread, the best draw's not
+    wide = exact + np.random.default_rng(2).normal(0, 0.3, exact.shape)
+    wide[:, 0] = exact[:, 0]  # one draw at the truth
+    assert (predictive_chi2(emu, wide, obs, n_draws=40) > 2).all()
+    best = predictive_chi2(emu, wide, obs, n_draws=40, statistic="min")
+    assert np.all(np.abs(best - 1) < 0.35)
+    assert predictive_chi2(emu, wide, obs, n_draws=40, statistic="all").shape == (6, 40)
+    with pytest.raises(ValueError, match="statistic"):
+        predictive_chi2(emu, wide, obs, statistic="max")
 
 
 def test_predictive_needs_the_emulator_parameters():

@@ -377,13 +377,17 @@ def predictive_flux(emulator: Emulator, posterior: Posterior | Any, n_draws: int
 
 
 def predictive_chi2(emulator: Emulator, posterior: Posterior | Any, spectra: Any,
-                    n_draws: int = 50, names: Sequence[str] | None = None) -> np.ndarray:
+                    n_draws: int = 50, names: Sequence[str] | None = None,
+                    statistic: str = "mean") -> np.ndarray:
     """Posterior-predictive χ² per pixel of each observed spectrum.
 
-    The mean over posterior draws θ of Σ (f_obs − f_emu(θ))² / σ² over unmasked
-    pixels, divided by their number. About 1 (plus the posterior's own spread) for
-    a spectrum the model explains; much larger flags a galaxy the simulator (or
-    the emulator) does not describe.
+    χ²(θ) = Σ (f_obs − f_emu(θ))² / σ² over unmasked pixels, divided by their
+    number, at posterior draws θ. ``statistic="mean"``: its mean over the draws,
+    about 1 plus the posterior's own spread (in units of the noise) for a spectrum
+    the model explains. ``"min"``: the best draw, about 1 whenever some θ explains
+    the spectrum, so it isolates misfit from posterior width. ``"all"``: every
+    draw's. Much larger than 1 flags a galaxy the simulator (or the emulator) does
+    not describe.
 
     Args:
         emulator: ``predict(theta) -> (n, npix)`` on the spectra's grid.
@@ -391,10 +395,13 @@ def predictive_chi2(emulator: Emulator, posterior: Posterior | Any, spectra: Any
         spectra: the observed Spectrum or SpectraSet.
         n_draws: posterior draws per galaxy.
         names: parameter names of raw draws (see :func:`predictive_flux`).
+        statistic: "mean", "min" or "all".
 
     Returns:
-        (b,) χ²/pixel (a float array of one for a single galaxy).
+        (b,) χ²/pixel (a float array of one for a single galaxy); (b, n_draws) for "all".
     """
+    if statistic not in ("mean", "min", "all"):
+        raise ValueError(f"`statistic` must be 'mean', 'min' or 'all'; got {statistic!r}")
     flux = np.atleast_2d(np.asarray(spectra.flux, dtype=np.float64))
     err = np.atleast_2d(np.asarray(spectra.err, dtype=np.float64))
     good = np.isfinite(err) & (err > 0)
@@ -405,7 +412,7 @@ def predictive_chi2(emulator: Emulator, posterior: Posterior | Any, spectra: Any
         draws = as_numpy(posterior, "posterior draws")
     if len(draws) != len(flux):
         raise ValueError(f"{len(draws)} posteriors for {len(flux)} spectra")
-    out = np.empty(len(flux))
+    out = []
     step = max(1, 20_000 // n_draws)  # bounded memory: ≤ 20k emulated spectra at a time
     for i in range(0, len(flux), step):
         pred = predictive_flux(emulator, draws[i : i + step], n_draws, names)
@@ -414,5 +421,8 @@ def predictive_chi2(emulator: Emulator, posterior: Posterior | Any, spectra: Any
                              f"{flux.shape[1]}")
         f, e, g = flux[i : i + step, None], err[i : i + step, None], good[i : i + step, None]
         chi2 = np.where(g, ((f - pred) / np.where(g, e, 1.0)) ** 2, 0.0).sum(-1)
-        out[i : i + step] = chi2.mean(1) / g[:, 0].sum(-1).clip(min=1)
-    return out
+        out.append(chi2 / g[:, 0].sum(-1, keepdims=True).clip(min=1))
+    per_draw = np.concatenate(out)
+    if statistic == "all":
+        return per_draw
+    return per_draw.mean(1) if statistic == "mean" else per_draw.min(1)

@@ -310,9 +310,11 @@ def spectrum(spec: Any, predictive: Any = None, *, n_draws: int = 200,
         hi = max(hi, float(np.nanmax(q[4] if pred is not None else model)))
     top.set_ylim(min(0, lo) - 0.05 * (hi - lo), hi + 0.15 * (hi - lo))
     top.set_ylabel(r"$f_\lambda$ [$10^{-17}$ erg s$^{-1}$ cm$^{-2}$ Å$^{-1}$]")
-    top.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8, frameon=False, ncol=4)
+    entries = len(top.get_legend_handles_labels()[1])
+    top.legend(loc="lower left", bbox_to_anchor=(0, 1.0), fontsize=8, frameon=False,
+               ncol=entries, handlelength=1.5, columnspacing=1.0)
     if title:
-        fig.suptitle(title)
+        top.set_title(title, pad=22)
     if model is not None and len(axes) > 1:
         res = axes[1]
         r = (shown - model) / sig
