@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from .files import ChunkStore, atomic_path, check_writable
+from .posterior import Posterior
 from .spectra import SpectraSet, open_hdf5, write_attrs
 
 __all__ = ["infer_catalog", "read_observations"]
@@ -66,16 +67,17 @@ def _fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _sample(model: Any, obs: SpectraSet, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(b, n, d) draws and a per-galaxy failure flag. A galaxy whose draws almost all
-    fall outside the prior (far from the training data) gets NaN draws and the flag,
-    instead of stopping the catalog."""
+def _sample(post: Posterior, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(b, n, d) draws of a batch posterior and a per-galaxy failure flag. A galaxy
+    whose draws almost all fall outside the prior (far from the training data) gets
+    NaN draws and the flag, instead of stopping the catalog."""
     try:
-        return model.posterior(obs).sample(n), np.zeros(len(obs), bool)
+        return post.sample(n), np.zeros(len(post), bool)
     except RuntimeError:
-        if len(obs) == 1:
-            return np.full((1, n, len(model.targets)), np.nan), np.ones(1, bool)
-    parts = [_sample(model, obs[[i]], n) for i in range(len(obs))]
+        if len(post) == 1:
+            return np.full((1, n, len(post.names)), np.nan), np.ones(1, bool)
+    parts = [_sample(Posterior(post.source, post.x[i : i + 1], post.names, post.prior), n)
+             for i in range(len(post))]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -91,10 +93,9 @@ def _infer_chunk(model: Any, obs: SpectraSet, n_samples: int, emulator: Any,
     chi2 = np.full(b, np.nan, dtype=np.float32)
     ok = ~obs.mask.all(1)  # a spectrum with every pixel masked has nothing to infer from
     if ok.any():
-        good = obs[ok] if not ok.all() else obs
-        s = model.summarize(good)
-        sc, fl = model.ood(s)
-        draws, failed = _sample(model, good, n_samples)
+        post = model.posterior(obs[ok] if not ok.all() else obs)
+        sc, fl = model.ood(post.x)  # the summaries the posterior was computed from
+        draws, failed = _sample(post, n_samples)
         samples[ok] = draws
         score[ok], flag[ok] = sc, fl | failed
         if emulator is not None:
