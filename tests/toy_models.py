@@ -3,7 +3,9 @@ for the tests of catalog inference, the demo and the examples."""
 
 from __future__ import annotations
 
+import atexit
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,4 +26,6 @@ def tiny_model_dir() -> Path:
                               noise_draws=1, train_config=TrainConfig(max_epochs=2,
                                                                       batch_size=128),
                               progress=False).fit(toy_data())
-    return model.save(Path(tempfile.mkdtemp(prefix="specsbi-tiny-")) / "model")
+    folder = Path(tempfile.mkdtemp(prefix="specsbi-tiny-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return model.save(folder / "model")
