@@ -31,10 +31,14 @@ _EXPORTS = {
     "load": "models",
 }
 
+_SUBMODULES = ("plots", "diagnostics")  # ss.plots.corner(...), ss.diagnostics.sbc(...)
+
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value

@@ -48,7 +48,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     if args.simulator == "toy":
         sim = ToySimulator()
     else:
-        sim = BagpipesSimulator(R_spec=args.r_spec)
+        sim = BagpipesSimulator(R_spec=args.r_spec, sfh=args.sfh, dust=args.dust)
     workers = args.scheduler if args.scheduler else args.workers
     path = simulate_to_file(
         sim, prior, args.n, args.out, workers=workers, seed=args.seed,
@@ -100,9 +100,14 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if not hasattr(model, "summarize"):
         raise ValueError(f"{args.model} is not a spectrum model (train one with `specsbi "
                          "train npe --data FILE`)")
+    emulator = None
+    if args.emulator:
+        emulator = load(args.emulator)
+        if not hasattr(emulator, "predict"):
+            raise ValueError(f"{args.emulator} is not an emulator (it has no predict(θ))")
     path = infer_catalog(model, args.inputs, args.out, n_samples=args.samples,
                          chunk=args.chunk, overwrite=args.overwrite,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, emulator=emulator, seed=args.seed)
     print(f"wrote posteriors to {path}")
     return 0
 
@@ -137,6 +142,60 @@ def _cmd_compare_generators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_corner(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import corner, save
+    from .spectra import SpectraSet, open_hdf5
+
+    draws, names = [], None
+    for path in args.posteriors:
+        with open_hdf5(Path(path)) as h5:
+            if "samples" not in h5 or "param_names" not in h5:
+                raise ValueError(f"{path} is not a posterior file of `specsbi infer` (no "
+                                 "/samples, /param_names)")
+            n = h5["samples"].shape[0]
+            if not 0 <= args.galaxy < n:
+                raise ValueError(f"--galaxy {args.galaxy} is out of range: {path} holds {n}")
+            draws.append(h5["samples"][args.galaxy])
+            own = [v.decode() for v in h5["param_names"][()]]
+        names = names or own
+        if own != names:
+            raise ValueError(f"{path} is over {own}, the first file over {names}")
+    truth = None
+    if args.truth_from:
+        truth = SpectraSet.read(args.truth_from, rows=slice(args.galaxy, args.galaxy + 1)).params
+        if not truth or len(next(iter(truth.values()))) != 1:
+            raise ValueError(f"{args.truth_from} has no galaxy {args.galaxy} with parameters")
+        truth = {k: float(v[0]) for k, v in truth.items()}
+    legend = [s.strip() for s in args.legend.split(",")] if args.legend else (
+        [Path(p).stem for p in args.posteriors] if len(draws) > 1 else None)
+    fig = corner(draws, names=names, truth=truth, legend=legend)
+    print(f"wrote {save(fig, args.out)}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .demo import run_demo
+
+    logging.getLogger("specsbi.demo").setLevel(logging.INFO)  # say what each step does
+    t0 = time.perf_counter()
+    written = run_demo(args.out, model=args.model, emulator=args.emulator,
+                       examples=args.examples, heldout=args.heldout)
+    print(f"specsbi demo: done in {time.perf_counter() - t0:.0f} s; results in "
+          f"{Path(args.out).resolve()}/")
+    for name, path in written.items():
+        print(f"  {name:18s} {path}")
+    print(Path(written["summary_md"]).read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (importing no heavy module)."""
     parser = argparse.ArgumentParser(
@@ -155,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--simulator", choices=["bagpipes", "toy"], default="bagpipes")
     sim.add_argument("--r-spec", type=float, default=1000.0,
                      help="bagpipes internal resolution R (default 1000; SDSS ≈ 2000)")
+    sim.add_argument("--sfh", choices=["delayed", "exponential", "constant"], default="delayed",
+                     help="bagpipes star-formation history (default delayed-τ; others for "
+                          "out-of-distribution tests)")
+    sim.add_argument("--dust", choices=["Calzetti", "Cardelli", "SMC"], default="Calzetti",
+                     help="bagpipes dust attenuation law (default Calzetti)")
     sim.add_argument("--snr-min", type=float, default=5.0)
     sim.add_argument("--snr-max", type=float, default=30.0)
     sim.add_argument("--chunk-size", type=int, default=None,
@@ -197,7 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", required=True, help="output HDF5 (samples, summary, flags)")
     inf.add_argument("--model", default="default", help="model folder (default: shipped)")
     inf.add_argument("--samples", type=int, default=1000, help="posterior samples per galaxy")
-    inf.add_argument("--chunk", type=int, default=500, help="galaxies per chunk")
+    inf.add_argument("--chunk", type=int, default=500,
+                     help="galaxies per chunk: bounds memory; finished chunks are kept in "
+                          "OUT.parts/ and an interrupted run resumes from them")
+    inf.add_argument("--emulator", metavar="MODEL",
+                     help="emulator model folder: adds /flags/predictive_chi2")
+    inf.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     inf.add_argument("--overwrite", action="store_true")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
@@ -212,6 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("--seed", type=int, default=0)
     cg.add_argument("--no-progress", action="store_true")
     cg.set_defaults(func=_cmd_compare_generators)
+
+    cor = sub.add_parser("corner", help="corner plot of one galaxy from posterior files")
+    cor.add_argument("posteriors", nargs="+", help="posterior HDF5 file(s) of `specsbi infer`; "
+                     "several are overlaid")
+    cor.add_argument("--galaxy", type=int, required=True, help="row of the galaxy (from 0)")
+    cor.add_argument("--out", required=True, help="image to write (.png, .pdf)")
+    cor.add_argument("--truth-from", metavar="FILE",
+                     help="HDF5 spectra file whose parameters mark the truth")
+    cor.add_argument("--legend", help="comma-separated names of the posterior files")
+    cor.set_defaults(func=_cmd_corner)
+
+    demo = sub.add_parser("demo", help="the shipped model on example galaxies, end to end")
+    demo.add_argument("--out", default="specsbi-demo", help="folder for the results "
+                      "(default specsbi-demo/)")
+    demo.add_argument("--model", default="default", help="model folder (default: shipped)")
+    demo.add_argument("--emulator", help="emulator folder for the predictive band "
+                      "(default: the shipped one, if installed)")
+    demo.add_argument("--examples", help="example spectra (default: shipped)")
+    demo.add_argument("--heldout", help="held-out simulations for coverage (default: shipped)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
