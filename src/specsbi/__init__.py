@@ -31,6 +31,8 @@ _EXPORTS = {
     "load": "models",
 }
 
+_SUBMODULES = ("emulators", "mcmc")  # `ss.emulators.PCAEmulator`, `ss.mcmc.sample`
+
 __all__ = sorted(_EXPORTS)
 
 
@@ -39,6 +41,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'specsbi' has no attribute {name!r}")
 
 
