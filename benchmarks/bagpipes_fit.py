@@ -69,6 +69,7 @@ def fit_one(pipes, spec, index: int, instructions: dict, n_live: int, pool: int,
                           spectrum_exists=True)
     cwd = os.getcwd()
     os.chdir(workdir)  # bagpipes writes pipes/posterior/... under the working directory
+    pipes.utils.working_dir = str(workdir)  # (it fixed that directory at import time)
     try:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):

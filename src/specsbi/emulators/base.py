@@ -124,7 +124,14 @@ class Emulator(nn.Module):
         """Decoder output → ln rest spectrum on the rest grid (broadened if the layer does)."""
         if self.physics.margin == 0:
             return out
-        return torch.log(self.physics.broaden(torch.exp(out), veldisp))
+        return torch.log(self.physics.broaden(torch.exp(self._pad(out)), veldisp))
+
+    def _pad(self, out: Tensor) -> Tensor:
+        """Copy the outermost pixels any training spectrum covered over those beyond: the
+        decoder is never trained there, and the broadening kernel would leak them in."""
+        a, b = (int(i) + self.physics.margin for i in self.covered_span)
+        return torch.cat([out[:, a : a + 1].expand(-1, a), out[:, a : b + 1],
+                          out[:, b : b + 1].expand(-1, out.shape[1] - b - 1)], 1)
 
     def _hyper(self) -> dict[str, Any]:
         """The subclass's constructor keyword arguments, for the model card."""
@@ -157,6 +164,7 @@ class Emulator(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(f))
         self.register_buffer("feature_std", torch.ones(f))
         self.register_buffer("rest_error", torch.zeros(self.physics.n_rest))
+        self.register_buffer("covered_span", torch.tensor([0, self.physics.n_rest - 1]))
         n_out = self.physics.n_rest + 2 * self.physics.margin
         self.decoder = self._build_decoder(len(self._decoder_idx), n_out)
         self.survival = _Derived(f, 1)
@@ -214,6 +222,8 @@ class Emulator(nn.Module):
         cols = self._columns(theta)
         x = (self._raw_features(cols) - self.feature_mean) / self.feature_std
         out = self.decoder(x[:, self._decoder_idx])
+        if self.physics.margin:
+            out = self._pad(out)
         return self.physics(out, cols["redshift"], cols["log_mformed"], self._veldisp(cols))
 
     def log_mstar(self, theta: Tensor) -> Tensor:
@@ -300,6 +310,8 @@ class Emulator(nn.Module):
         log_m = prior.to_dict(theta)["log_mformed"]
         lum, covered = self.physics.to_rest(data.flux_noiseless, z, log_m)
         covered &= lum > 0
+        seen = np.nonzero(covered.any(0))[0]
+        self.covered_span.copy_(torch.tensor([seen[0], seen[-1]]))
         log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)
         del lum
         t = torch.as_tensor(theta, dtype=torch.float32)

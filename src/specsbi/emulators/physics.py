@@ -172,7 +172,12 @@ class RestFrame(nn.Module):
         c = (np.log(obs_edges) - (ln_e[1] - step)) / step
         self.fast = bool(geometric and np.diff(c).max() <= 1.0)
         self._ln_rest_step = float(step)
-        self.register_buffer("_c", torch.as_tensor(c, dtype=f64), persistent=False)
+        # c = whole + fraction, so the pixel arithmetic runs in float32 without losing the
+        # 1e-7 pixel precision that float32 would lose on c itself (c reaches thousands)
+        self.register_buffer("_c_int", torch.as_tensor(np.floor(c[:-1]), dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("_c_frac", torch.as_tensor(c[:-1] - np.floor(c[:-1]),
+                                                        dtype=torch.float32), persistent=False)
         self.register_buffer("_inv_den", torch.as_tensor(1 / np.expm1(np.diff(c) * step),
                                                          dtype=torch.float32), persistent=False)
         z = np.arange(0.0, _Z_MAX + _Z_STEP / 2, _Z_STEP)
@@ -222,14 +227,17 @@ class RestFrame(nn.Module):
         edges (float64). Both are exact and differentiable in ``redshift``.
         """
         if self.fast:
-            z = redshift.to(self._c)
-            u = self._c[:-1] - (torch.log1p(z) / self._ln_rest_step)[:, None]  # (B, npix)
-            j = u.detach().floor()
-            # fraction (in λ) of each observed pixel inside its first rest pixel
-            w = torch.expm1((j + 1 - u) * self._ln_rest_step).to(rest.dtype) * self._inv_den
-            left = j.long().clamp_(0, self.n_rest - 2)
+            # the left edge of observed pixel i sits at u = c_i − s rest pixels, s = ln(1+z)/Δ
+            s = torch.log1p(redshift.to(torch.float64)) / self._ln_rest_step
+            s_int = s.detach().floor()
+            d = self._c_frac - (s - s_int).to(torch.float32)[:, None]  # (B, npix), in (−1, 1)
+            below = (d.detach() < 0).to(torch.float32)
+            left = (self._c_int - s_int.long()[:, None] - below.long()).clamp_(0, self.n_rest - 2)
+            # fraction (in λ) of each observed pixel inside its first rest pixel, left + 1 − u
+            w = torch.expm1((1 - below - d) * self._ln_rest_step) * self._inv_den
+            w = w.clamp(max=1).to(rest.dtype)
             r_l, r_r = rest.gather(1, left), rest.gather(1, left + 1)
-            return r_r + w.clamp(max=1) * (r_l - r_r)
+            return r_r + w * (r_l - r_r)
         a, j = self._locate(redshift)
         e = self.rest_edges
         r = rest.to(e.dtype)
