@@ -110,12 +110,13 @@ def run_emcee(
 
 
 def torch_log_prob(fn: Callable[[torch.Tensor], torch.Tensor],
-                   device: str | torch.device = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+                   ) -> Callable[[np.ndarray], np.ndarray]:
     """Wrap a torch (W, d) → (W,) function as a numpy one for emcee, without gradients."""
 
     @torch.no_grad()
     def wrapped(theta: np.ndarray) -> np.ndarray:
-        t = torch.as_tensor(np.atleast_2d(theta), dtype=torch.float32, device=device)
+        t = torch.as_tensor(np.atleast_2d(theta), dtype=dtype, device=device)
         return fn(t).double().cpu().numpy()
 
     return wrapped
@@ -279,8 +280,9 @@ def _sample_one(emulator, spec, prior, init, n_samples, n_walkers, n_steps, burn
         with torch.no_grad():
             frac = emulator.fractional_error(torch.tensor([z0], device=dev))[0, idx]
     log_post = log_posterior(lambda t: like(t, frac), prior)
-    theta, diag = run_emcee(torch_log_prob(log_post, dev), start, n_samples, n_walkers,
-                            n_steps, burn_in, seed, progress, select="first")
+    # float64 θ: the redshift's posterior width (~1e-5) is a few hundred float32 steps
+    theta, diag = run_emcee(torch_log_prob(log_post, dev, torch.float64), start, n_samples,
+                            n_walkers, n_steps, burn_in, seed, progress, select="first")
     diag.update({"init": how, "start": start[0].tolist(),
                  "wall_s": time.perf_counter() - t0})
     return theta, diag
@@ -308,7 +310,7 @@ def _optimize(emulator, prior, like, flux, var, idx, z_window, seed
     with torch.no_grad():
         # 1. redshift scan: rest spectra of a few prior shapes, shifted to every z
         shapes = lo + (hi - lo) * torch.rand(16, len(names), generator=gen, dtype=torch.float64)
-        rest = emulator.log_rest(shapes.float())
+        rest = emulator.log_rest(shapes)
         chi = torch.cat([_profile_chi2(emulator.physics(
             rest.repeat_interleave(len(zs), 0), zs.repeat(len(rest)),
             torch.zeros(len(rest) * len(zs)))[:, idx], flux, var)[0].reshape(len(rest), -1)
@@ -321,7 +323,7 @@ def _optimize(emulator, prior, like, flux, var, idx, z_window, seed
         t[0] = shapes[k_best]
         jitter = 2 * torch.rand(n, generator=gen, dtype=torch.float64) - 1
         t[:, j_z] = (z_best + step * (1 + z_best) * jitter).clamp(lo[j_z], hi[j_z])
-        m = emulator(t.float())[:, idx].double()
+        m = emulator(t)[:, idx].double()
         chi, amp = _profile_chi2(m, flux, var)
         t[:, j_m] = (t[:, j_m] + torch.log10(amp)).clamp(lo[j_m], hi[j_m])
         top = t[torch.argsort(chi)[:3]]
@@ -335,7 +337,7 @@ def _optimize(emulator, prior, like, flux, var, idx, z_window, seed
 
         def closure(u=u, opt=opt):
             opt.zero_grad()
-            loss = -like(box(u)[None].float())[0]
+            loss = -like(box(u)[None])[0]
             loss.backward()
             return loss
 
@@ -344,10 +346,10 @@ def _optimize(emulator, prior, like, flux, var, idx, z_window, seed
         except RuntimeError:  # a failed line search keeps the last point
             pass
         with torch.no_grad():
-            results.append((float(like(box(u)[None].float())[0]), box(u).detach()))
+            results.append((float(like(box(u)[None])[0]), box(u).detach()))
     best = max(results, key=lambda r: r[0])[1]
     # 4. the walkers' ball: the inverse Fisher matrix JᵀWJ at the optimum
-    jac = _jacobian(lambda t: emulator(t[None].float())[0, idx].double(), best.detach())
+    jac = _jacobian(lambda t: emulator(t[None])[0, idx].double(), best.detach())
     fisher = (jac.T / var) @ jac
     width = (hi - lo).numpy()
     try:
