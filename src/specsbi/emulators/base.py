@@ -72,8 +72,9 @@ class Emulator(nn.Module):
         train_config: the shared training loop's settings for the decoder.
         device, seed, progress: as everywhere in specsbi.
 
-    Calling the module on a torch (B, d) θ returns (B, npix) float64 flux with
-    gradients; :meth:`predict` is the numpy path with checks.
+    Calling the module on a torch (B, d) θ returns (B, npix) float32 flux with
+    gradients (pass θ as float64 to keep the redshift's precision);
+    :meth:`predict` is the numpy path with checks.
     """
 
     def __init__(self, rest_grid: Any = "auto", knots: Any = "auto", broadening: Any = "auto",
