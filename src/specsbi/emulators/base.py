@@ -130,7 +130,9 @@ class Emulator(nn.Module):
     def _pad(self, out: Tensor) -> Tensor:
         """Copy the outermost pixels any training spectrum covered over those beyond: the
         decoder is never trained there, and the broadening kernel would leak them in."""
-        a, b = (int(i) + self.physics.margin for i in self.covered_span)
+        if getattr(self, "_span", None) is None:  # python ints: no tensor read per call
+            self._span = tuple(int(i) + self.physics.margin for i in self.covered_span)
+        a, b = self._span
         return torch.cat([out[:, a : a + 1].expand(-1, a), out[:, a : b + 1],
                           out[:, b : b + 1].expand(-1, out.shape[1] - b - 1)], 1)
 
@@ -313,6 +315,7 @@ class Emulator(nn.Module):
         covered &= lum > 0
         seen = np.nonzero(covered.any(0))[0]
         self.covered_span.copy_(torch.tensor([seen[0], seen[-1]]))
+        self._span = None
         log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)
         del lum
         t = torch.as_tensor(theta, dtype=torch.float32)
