@@ -67,7 +67,7 @@ def test_fast_path_equals_the_cumulative_integral(layer):
         slow = layer.shift(rest, z)
     finally:
         layer.fast = True
-    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=2e-6)  # float32 weights
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=5e-6)  # float32 weights
 
 
 def test_redshift_moves_a_feature_by_log10_1pz_over_the_step(layer):
