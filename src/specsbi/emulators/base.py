@@ -156,7 +156,7 @@ class Emulator(nn.Module):
             shape = [n for n in prior.all_names if n not in _OUTSIDE]
             feature_names = [("log_age" if n == "age_frac" else n) for n in shape]
             if {"age_frac", "log_tau"} <= set(shape):  # the delayed-τ SFH's e^(−age/τ)
-                feature_names.append("age/tau")
+                feature_names += ["age/tau", "log_mass_weighted_age"]
             feature_names += [f"{n}>{k:g}" for n, ks in self.knots.items() for k in ks]
         self.feature_names = list(feature_names)
         f = len(self.feature_names)
@@ -189,6 +189,8 @@ class Emulator(nn.Module):
             elif name == "age/tau":
                 # young stars (UV, lines) scale as e^(−age/τ): linear in age/τ until negligible
                 out.append(_SOFT_CLIP * torch.tanh(age / 10 ** cols["log_tau"] / _SOFT_CLIP))
+            elif name == "log_mass_weighted_age":
+                out.append(torch.log10(_mass_weighted_age(age, 10 ** cols["log_tau"])))
             elif ">" in name:
                 param, knot = name.split(">")
                 out.append(torch.relu(cols[param] - float(knot)))
@@ -438,6 +440,19 @@ class Emulator(nn.Module):
         model.metrics = dict(card.get("validation") or {})
         model.data_info = card.get("training_data", {})
         return model.to(model.device).eval()
+
+
+def _mass_weighted_age(age: Tensor, tau: Tensor) -> Tensor:
+    """Mean age of the stars of a delayed-τ history SFR ∝ t e^(−t/τ) begun ``age`` ago.
+
+    With x = age/τ the mean time since the start is τ γ(3, x) / γ(2, x) (lower
+    incomplete gamma functions): 2 age/3 for x → 0 and 2τ for x → ∞.
+    """
+    x = (age / tau).double().clamp(min=1e-3)
+    e = torch.exp(-x)
+    g2 = -torch.expm1(-x) - x * e  # γ(2, x) = 1 − e^(−x)(1 + x)
+    g3 = 2 * g2 - x**2 * e  # γ(3, x) = 2 γ(2, x) − x² e^(−x)
+    return (age.double() - tau.double() * g3 / g2).to(age.dtype)
 
 
 def _z_range(prior: Prior) -> tuple[float, float]:
