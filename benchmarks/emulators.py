@@ -131,6 +131,7 @@ def mcmc(emu, test: ss.SpectraSet, n_gal: int, npe_path: str | None, n_steps: in
         row = {"galaxy": i, "wall_s": wall, "converged": post.diagnostics["converged"],
                "acceptance": post.diagnostics["acceptance_fraction"],
                "max_autocorr": float(np.max(post.diagnostics["autocorr_time"])),
+               "effective_samples": post.diagnostics["effective_samples"],
                "init": post.diagnostics["init"]}
         for j, t in enumerate(TARGETS):
             lo, med, hi = np.percentile(draws[:, j], [16, 50, 84])
@@ -157,7 +158,9 @@ def mcmc(emu, test: ss.SpectraSet, n_gal: int, npe_path: str | None, n_steps: in
     walls = np.array([r["wall_s"] for r in rows])
     summary = {
         "n_galaxies": n_gal, "n_steps": n_steps,
-        "init": "npe posterior" if npe is not None else "optimize",
+        "init": rows[0]["init"] + (" (redshift scan within the NPE's draws)"
+                                   if npe is not None and rows[0]["init"] == "optimize" else ""),
+        "effective_samples_median": float(np.median([r["effective_samples"] for r in rows])),
         "wall_s_per_galaxy_median": float(np.median(walls)),
         "wall_s_per_galaxy_mean": float(np.mean(walls)),
         "converged_fraction": float(np.mean([r["converged"] for r in rows])),
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--mcmc", type=int, default=0, help="galaxies for the MCMC part")
-    ap.add_argument("--mcmc-steps", type=int, default=4000)
+    ap.add_argument("--mcmc-steps", type=int, default=5000)
     ap.add_argument("--npe", help="SpectrumPosterior folder: MCMC start and C2ST reference")
     ap.add_argument("--bagpipes-fits", help="JSON written by benchmarks/bagpipes_fit.py")
     ap.add_argument("--figure", help="PNG of the first emulator's errors")
