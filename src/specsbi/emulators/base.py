@@ -253,6 +253,9 @@ class Emulator(nn.Module):
     def predict(self, theta: Any, batch_size: int = 2048) -> np.ndarray:
         """Noiseless observed flux (n, npix) for θ (n, d) or (d,) in the prior's order.
 
+        ``emu.compile()`` (torch's ``Module.compile``) first makes batched prediction
+        about 15× faster on a CPU, after a one-off compilation of 10-40 s.
+
         Raises:
             ValueError: θ of the wrong shape, NaN, or outside the prior.
         """
