@@ -175,8 +175,9 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
         spectrum: a :class:`~specsbi.spectra.Spectrum` or a SpectraSet (each galaxy
             in turn); resampled onto the emulator's grid if needed.
         prior: a Prior over the emulator's parameters (default: its training prior).
-        init: "optimize" (redshift scan, prior search, gradient refinement, walkers
-            from the Hessian there) or a :class:`~specsbi.posterior.Posterior` (e.g.
+        init: "optimize" (redshift scan, prior search, L-BFGS through the emulator,
+            walkers drawn from the inverse Fisher matrix there) or a
+            :class:`~specsbi.posterior.Posterior` (e.g.
             an NPE's for the same galaxy): its draws start the walkers when it covers
             every parameter, else its redshift range narrows the scan.
         n_samples, n_walkers, n_steps, burn_in: as :func:`run_emcee`; the moves are
