@@ -31,7 +31,7 @@ _EXPORTS = {
     "load": "models",
 }
 
-_SUBMODULES = ("plots", "diagnostics")  # ss.plots.corner(...), ss.diagnostics.sbc(...)
+_SUBMODULES = ("plots", "diagnostics", "emulators", "mcmc")  # ss.plots.corner, ss.mcmc.sample, ...
 
 __all__ = sorted(_EXPORTS)
 
@@ -43,6 +43,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'specsbi' has no attribute {name!r}")
 
 

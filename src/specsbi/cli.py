@@ -45,17 +45,73 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError("--fix takes NAME=VALUE")
     if fixed:
         prior = prior.with_fixed(**{k: v[0] for k, v in fixed.items()})
-    if args.simulator == "toy":
-        sim = ToySimulator()
+    chunk_size = args.chunk_size
+    if args.emulator:
+        emulator = _load_emulator(args.emulator)
+        sim = emulator.as_simulator(model=str(args.emulator))
+        prior = _narrow(emulator.prior, ranges, fixed)
+        workers, chunk_size = 1, chunk_size or 5000  # fast: one process, large chunks
     else:
-        sim = BagpipesSimulator(R_spec=args.r_spec, sfh=args.sfh, dust=args.dust)
-    workers = args.scheduler if args.scheduler else args.workers
+        if args.simulator == "toy":
+            sim = ToySimulator()
+        else:
+            sim = BagpipesSimulator(R_spec=args.r_spec, sfh=args.sfh, dust=args.dust)
+        workers = args.scheduler if args.scheduler else args.workers
     path = simulate_to_file(
         sim, prior, args.n, args.out, workers=workers, seed=args.seed,
-        noise=NoiseModel(snr=(args.snr_min, args.snr_max)), chunk_size=args.chunk_size,
+        noise=NoiseModel(snr=(args.snr_min, args.snr_max)), chunk_size=chunk_size,
         overwrite=args.overwrite, progress=not args.no_progress,
     )
     print(f"wrote {args.n} simulated spectra to {path}")
+    return 0
+
+
+def _load_emulator(path: str):
+    from .emulators import Emulator
+    from .models import load
+
+    model = load(path)
+    if not isinstance(model, Emulator):
+        raise ValueError(f"{path} is not an emulator (train one with `specsbi train emulator "
+                         "pca --data FILE --out DIR`)")
+    return model
+
+
+def _narrow(prior, ranges: dict, fixed: dict):
+    """The emulator's prior with --range/--fix applied (they must stay inside it)."""
+    for name, (lo, hi) in ((k, tuple(v)) for k, v in ranges.items()):
+        if name not in prior.ranges:
+            raise ValueError(f"--range {name}: not a free parameter of the emulator's prior "
+                             f"{prior.names}")
+        a, b = prior.ranges[name]
+        if lo < a or hi > b:
+            raise ValueError(f"--range {name}={lo:g},{hi:g} leaves the emulator's trained "
+                             f"range [{a:g}, {b:g}]")
+    if ranges:
+        prior = prior.with_ranges(**{k: tuple(v) for k, v in ranges.items()})
+    if fixed:
+        prior = prior.with_fixed(**{k: v[0] for k, v in fixed.items()})
+    return prior
+
+
+def _train_emulator(args: argparse.Namespace, config) -> int:
+    from .emulators import EMULATORS, KINDS
+    from .files import check_writable
+    from .spectra import SpectraSet
+
+    if args.kind not in KINDS:
+        raise ValueError(f"`specsbi train emulator` takes one of {sorted(KINDS)}; got "
+                         f"{args.kind!r}")
+    check_writable(args.out, args.overwrite)
+    data = SpectraSet.read(args.data, rows=slice(0, args.n) if args.n else None)
+    extra = {"n_components": args.components} if args.components else {}
+    model = EMULATORS[KINDS[args.kind]](train_config=config, seed=args.seed,
+                                        progress=not args.no_progress, **extra)
+    model.fit(data)
+    path = model.save(args.out, overwrite=args.overwrite)
+    q = model.metrics["rest_frac_error_p50_p68_p95_p99"]
+    print(f"saved emulator ({args.kind}) to {path}: validation |Δf|/f 68th {q[1]:.2%}, "
+          f"95th {q[2]:.2%}")
     return 0
 
 
@@ -64,7 +120,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig
 
     if args.what == "emulator":
-        raise ValueError("emulators arrive with the emulator issue; train npe or nle")
+        config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
+                             patience=args.patience)
+        return _train_emulator(args, config)
+    if args.kind is not None:
+        raise ValueError(f"`specsbi train {args.what}` takes no model kind; got {args.kind!r}")
     rows = slice(0, args.n) if args.n else None
     data = SpectraSet.read(args.data, rows=rows)
     config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
@@ -212,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scheduler", help="Dask scheduler address (instead of local workers)")
     sim.add_argument("--seed", type=int, default=0, help="seed of θ and noise")
     sim.add_argument("--simulator", choices=["bagpipes", "toy"], default="bagpipes")
+    sim.add_argument("--emulator", metavar="MODEL",
+                     help="simulate with a trained emulator (model folder) instead")
     sim.add_argument("--r-spec", type=float, default=1000.0,
                      help="bagpipes internal resolution R (default 1000; SDSS ≈ 2000)")
     sim.add_argument("--sfh", choices=["delayed", "exponential", "constant"], default="delayed",
@@ -234,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a posterior (npe) or likelihood (nle) model")
     tr.add_argument("what", choices=["npe", "nle", "emulator"])
+    tr.add_argument("kind", nargs="?", help="emulator kind: pca (vae, gan, diffusion to come)")
+    tr.add_argument("--components", type=int, help="emulator PCA components (default 96)")
     tr.add_argument("--variant", choices=["dependent", "augmented"], default="dependent")
     tr.add_argument("--data", required=True, help="simulated HDF5 training set")
     tr.add_argument("--out", required=True, help="model folder to write")

@@ -47,4 +47,8 @@ def load(path: str | os.PathLike, device: str = "cpu") -> Any:
         from . import generative
 
         return getattr(generative, kind).from_card(card, state, device)
+    from .emulators import EMULATORS
+
+    if kind in EMULATORS:
+        return EMULATORS[kind].from_card(card, state, device)
     raise ValueError(f"{path} holds an unknown model class {kind!r}")
