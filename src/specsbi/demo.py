@@ -28,6 +28,7 @@ __all__ = ["build_example_data", "data_path", "run_demo"]
 
 log = logging.getLogger(__name__)
 EXAMPLES, HELDOUT = "examples.h5", "heldout.h5"
+MCMC_STEPS = 1500  # emcee steps of the demo's emulator fit for the predictive band
 
 
 def data_path(name: str) -> Path:
@@ -137,7 +138,15 @@ def _predictive(emu: Any, spec: Any, draws: np.ndarray, names: list[str]
         log.warning("the emulator needs %s but the model infers %s, and this specsbi has no "
                     "ss.mcmc.sample to fit them; no predictive band", wanted, names)
         return None, None
-    post = mcmc.sample(emu, spec, prior=getattr(emu, "prior", None))
+    # a short chain: the band needs a few hundred draws, not converged tails, so the
+    # convergence warning is not the user's concern here
+    quiet = logging.getLogger("specsbi.mcmc")
+    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    try:
+        post = mcmc.sample(emu, spec, prior=getattr(emu, "prior", None), n_steps=MCMC_STEPS,
+                           progress=False)
+    finally:
+        quiet.setLevel(level)
     return predictive_flux(emu, post, 200), post
 
 
