@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default specsbi-demo/)")
     demo.add_argument("--model", default="default", help="model folder (default: shipped)")
     demo.add_argument("--emulator", help="emulator folder for the predictive band "
-                      "(default: the shipped one, if installed)")
+                      "(default: the shipped one, if installed; 'none': no band)")
     demo.add_argument("--examples", help="example spectra (default: shipped)")
     demo.add_argument("--heldout", help="held-out simulations for coverage (default: shipped)")
     demo.set_defaults(func=_cmd_demo)

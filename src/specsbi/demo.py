@@ -110,6 +110,8 @@ def _load_emulator(emulator: Any) -> Any:
 
     if emulator is not None and not isinstance(emulator, (str, os.PathLike)):
         return emulator
+    if str(emulator).lower() == "none":
+        return None
     try:
         emu = load(emulator or "default-emulator")
     except (FileNotFoundError, ValueError) as err:
@@ -160,7 +162,8 @@ def run_demo(out: str | os.PathLike = "specsbi-demo", model: Any = "default",
         out: folder for the results (created; files in it are replaced).
         model: a model folder, a loaded spectrum model, or "default" (shipped).
         emulator: a model folder or object with ``predict(θ)`` for the predictive
-            band; None uses the shipped default emulator if one is installed.
+            band; None uses the shipped default emulator if one is installed, "none"
+            draws no band.
         examples, heldout: spectra files (default: the shipped ones).
         n_samples: posterior draws per example galaxy.
         n_corner: galaxies that get a corner plot.
