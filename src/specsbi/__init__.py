@@ -31,14 +31,20 @@ _EXPORTS = {
     "load": "models",
 }
 
+_SUBMODULES = ("plots", "diagnostics", "emulators", "mcmc")  # ss.plots.corner, ss.mcmc.sample, ...
+
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'specsbi' has no attribute {name!r}")
 
 

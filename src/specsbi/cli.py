@@ -1,4 +1,4 @@
-"""The `specsbi` command line: simulate, train, infer."""
+"""The `specsbi` command line: simulate, train, infer, compare generators."""
 
 from __future__ import annotations
 
@@ -45,17 +45,73 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise ValueError("--fix takes NAME=VALUE")
     if fixed:
         prior = prior.with_fixed(**{k: v[0] for k, v in fixed.items()})
-    if args.simulator == "toy":
-        sim = ToySimulator()
+    chunk_size = args.chunk_size
+    if args.emulator:
+        emulator = _load_emulator(args.emulator)
+        sim = emulator.as_simulator(model=str(args.emulator))
+        prior = _narrow(emulator.prior, ranges, fixed)
+        workers, chunk_size = 1, chunk_size or 5000  # fast: one process, large chunks
     else:
-        sim = BagpipesSimulator(R_spec=args.r_spec)
-    workers = args.scheduler if args.scheduler else args.workers
+        if args.simulator == "toy":
+            sim = ToySimulator()
+        else:
+            sim = BagpipesSimulator(R_spec=args.r_spec, sfh=args.sfh, dust=args.dust)
+        workers = args.scheduler if args.scheduler else args.workers
     path = simulate_to_file(
         sim, prior, args.n, args.out, workers=workers, seed=args.seed,
-        noise=NoiseModel(snr=(args.snr_min, args.snr_max)), chunk_size=args.chunk_size,
+        noise=NoiseModel(snr=(args.snr_min, args.snr_max)), chunk_size=chunk_size,
         overwrite=args.overwrite, progress=not args.no_progress,
     )
     print(f"wrote {args.n} simulated spectra to {path}")
+    return 0
+
+
+def _load_emulator(path: str):
+    from .emulators import Emulator
+    from .models import load
+
+    model = load(path)
+    if not isinstance(model, Emulator):
+        raise ValueError(f"{path} is not an emulator (train one with `specsbi train emulator "
+                         "pca --data FILE --out DIR`)")
+    return model
+
+
+def _narrow(prior, ranges: dict, fixed: dict):
+    """The emulator's prior with --range/--fix applied (they must stay inside it)."""
+    for name, (lo, hi) in ((k, tuple(v)) for k, v in ranges.items()):
+        if name not in prior.ranges:
+            raise ValueError(f"--range {name}: not a free parameter of the emulator's prior "
+                             f"{prior.names}")
+        a, b = prior.ranges[name]
+        if lo < a or hi > b:
+            raise ValueError(f"--range {name}={lo:g},{hi:g} leaves the emulator's trained "
+                             f"range [{a:g}, {b:g}]")
+    if ranges:
+        prior = prior.with_ranges(**{k: tuple(v) for k, v in ranges.items()})
+    if fixed:
+        prior = prior.with_fixed(**{k: v[0] for k, v in fixed.items()})
+    return prior
+
+
+def _train_emulator(args: argparse.Namespace, config) -> int:
+    from .emulators import EMULATORS, KINDS
+    from .files import check_writable
+    from .spectra import SpectraSet
+
+    if args.kind not in KINDS:
+        raise ValueError(f"`specsbi train emulator` takes one of {sorted(KINDS)}; got "
+                         f"{args.kind!r}")
+    check_writable(args.out, args.overwrite)
+    data = SpectraSet.read(args.data, rows=slice(0, args.n) if args.n else None)
+    extra = {"n_components": args.components} if args.components else {}
+    model = EMULATORS[KINDS[args.kind]](train_config=config, seed=args.seed,
+                                        progress=not args.no_progress, **extra)
+    model.fit(data)
+    path = model.save(args.out, overwrite=args.overwrite)
+    q = model.metrics["rest_frac_error_p50_p68_p95_p99"]
+    print(f"saved emulator ({args.kind}) to {path}: validation |Δf|/f 68th {q[1]:.2%}, "
+          f"95th {q[2]:.2%}")
     return 0
 
 
@@ -64,12 +120,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig
 
     if args.what == "emulator":
-        raise ValueError("emulators arrive with the emulator issue; train npe or nle")
+        config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
+                             patience=args.patience)
+        return _train_emulator(args, config)
+    if args.kind is not None:
+        raise ValueError(f"`specsbi train {args.what}` takes no model kind; got {args.kind!r}")
     rows = slice(0, args.n) if args.n else None
     data = SpectraSet.read(args.data, rows=rows)
     config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
                          patience=args.patience)
     common = dict(variant=args.variant, flow=args.flow, train_config=config, seed=args.seed,
+                  compressor=args.compressor,
                   noise_draws=args.noise_draws, progress=not args.no_progress)
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.what == "npe":
@@ -99,10 +160,99 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if not hasattr(model, "summarize"):
         raise ValueError(f"{args.model} is not a spectrum model (train one with `specsbi "
                          "train npe --data FILE`)")
+    emulator = None
+    if args.emulator:
+        emulator = load(args.emulator)
+        if not hasattr(emulator, "predict"):
+            raise ValueError(f"{args.emulator} is not an emulator (it has no predict(θ))")
     path = infer_catalog(model, args.inputs, args.out, n_samples=args.samples,
                          chunk=args.chunk, overwrite=args.overwrite,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, emulator=emulator, seed=args.seed)
     print(f"wrote posteriors to {path}")
+    return 0
+
+
+def _cmd_compare_generators(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .generative.comparison import Budget, compare_generators
+    from .spectra import SpectraSet
+
+    budget_fields = {f.name for f in fields(Budget)} - {"hidden"}
+    values = _name_values(args.budget or [], "--budget")
+    bad = sorted(set(values) - budget_fields)
+    if bad or any(len(v) != 1 or v[0] != int(v[0]) for v in values.values()):
+        raise ValueError(f"--budget takes NAME=INTEGER with NAME among {sorted(budget_fields)}")
+    budget = Budget(**{k: int(v[0]) for k, v in values.items()})
+    if args.test:
+        train = SpectraSet.read(args.data, rows=slice(0, budget.n_train))
+        test = SpectraSet.read(args.test, rows=slice(0, budget.n_eval))
+    else:  # hold out the last n_eval spectra of --data
+        data = SpectraSet.read(args.data, rows=slice(0, budget.n_train + budget.n_eval))
+        if len(data) < budget.n_eval + 100:
+            raise ValueError(f"{args.data} has {len(data)} spectra; need at least "
+                             f"{budget.n_eval + 100} (or pass --test FILE)")
+        train, test = data[: len(data) - budget.n_eval], data[len(data) - budget.n_eval :]
+    result = compare_generators(train, test, args.out, budget, seed=args.seed,
+                                progress=not args.no_progress)
+    from .generative.comparison import markdown
+
+    print(markdown(result))
+    print(f"wrote {args.out}/generators.json, generators.md and figures")
+    return 0
+
+
+def _cmd_corner(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import corner, save
+    from .spectra import SpectraSet, open_hdf5
+
+    draws, names = [], None
+    for path in args.posteriors:
+        with open_hdf5(Path(path)) as h5:
+            if "samples" not in h5 or "param_names" not in h5:
+                raise ValueError(f"{path} is not a posterior file of `specsbi infer` (no "
+                                 "/samples, /param_names)")
+            n = h5["samples"].shape[0]
+            if not 0 <= args.galaxy < n:
+                raise ValueError(f"--galaxy {args.galaxy} is out of range: {path} holds {n}")
+            draws.append(h5["samples"][args.galaxy])
+            own = [v.decode() for v in h5["param_names"][()]]
+        names = names or own
+        if own != names:
+            raise ValueError(f"{path} is over {own}, the first file over {names}")
+    truth = None
+    if args.truth_from:
+        truth = SpectraSet.read(args.truth_from, rows=slice(args.galaxy, args.galaxy + 1)).params
+        if not truth or len(next(iter(truth.values()))) != 1:
+            raise ValueError(f"{args.truth_from} has no galaxy {args.galaxy} with parameters")
+        truth = {k: float(v[0]) for k, v in truth.items()}
+    legend = [s.strip() for s in args.legend.split(",")] if args.legend else (
+        [Path(p).stem for p in args.posteriors] if len(draws) > 1 else None)
+    fig = corner(draws, names=names, truth=truth, legend=legend)
+    print(f"wrote {save(fig, args.out)}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .demo import run_demo
+
+    logging.getLogger("specsbi.demo").setLevel(logging.INFO)  # say what each step does
+    t0 = time.perf_counter()
+    written = run_demo(args.out, model=args.model, emulator=args.emulator,
+                       examples=args.examples, heldout=args.heldout)
+    print(f"specsbi demo: done in {time.perf_counter() - t0:.0f} s; results in "
+          f"{Path(args.out).resolve()}/")
+    for name, path in written.items():
+        print(f"  {name:18s} {path}")
+    print(Path(written["summary_md"]).read_text())
     return 0
 
 
@@ -122,8 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scheduler", help="Dask scheduler address (instead of local workers)")
     sim.add_argument("--seed", type=int, default=0, help="seed of θ and noise")
     sim.add_argument("--simulator", choices=["bagpipes", "toy"], default="bagpipes")
+    sim.add_argument("--emulator", metavar="MODEL",
+                     help="simulate with a trained emulator (model folder) instead")
     sim.add_argument("--r-spec", type=float, default=1000.0,
                      help="bagpipes internal resolution R (default 1000; SDSS ≈ 2000)")
+    sim.add_argument("--sfh", choices=["delayed", "exponential", "constant"], default="delayed",
+                     help="bagpipes star-formation history (default delayed-τ; others for "
+                          "out-of-distribution tests)")
+    sim.add_argument("--dust", choices=["Calzetti", "Cardelli", "SMC"], default="Calzetti",
+                     help="bagpipes dust attenuation law (default Calzetti)")
     sim.add_argument("--snr-min", type=float, default=5.0)
     sim.add_argument("--snr-max", type=float, default=30.0)
     sim.add_argument("--chunk-size", type=int, default=None,
@@ -139,12 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a posterior (npe) or likelihood (nle) model")
     tr.add_argument("what", choices=["npe", "nle", "emulator"])
+    tr.add_argument("kind", nargs="?", help="emulator kind: pca (vae, gan, diffusion to come)")
+    tr.add_argument("--components", type=int, help="emulator PCA components (default 96)")
     tr.add_argument("--variant", choices=["dependent", "augmented"], default="dependent")
     tr.add_argument("--data", required=True, help="simulated HDF5 training set")
     tr.add_argument("--out", required=True, help="model folder to write")
     tr.add_argument("--targets", default="log_mstar,redshift",
                     help="comma-separated parameters to infer (default log_mstar,redshift)")
     tr.add_argument("--flow", choices=["nsf", "maf"], default="nsf")
+    tr.add_argument("--compressor", choices=["pca", "vae", "ae"], default="pca",
+                    help="summary of a spectrum: rest-frame PCA templates (default), or the "
+                         "same template fit for ẑ plus the latents of a rest-frame VAE / AE")
     tr.add_argument("--n", type=int, help="use only the first N training spectra")
     tr.add_argument("--epochs", type=int, default=300, help="most epochs (early stopping)")
     tr.add_argument("--patience", type=int, default=15)
@@ -163,10 +325,46 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--out", required=True, help="output HDF5 (samples, summary, flags)")
     inf.add_argument("--model", default="default", help="model folder (default: shipped)")
     inf.add_argument("--samples", type=int, default=1000, help="posterior samples per galaxy")
-    inf.add_argument("--chunk", type=int, default=500, help="galaxies per chunk")
+    inf.add_argument("--chunk", type=int, default=500,
+                     help="galaxies per chunk: bounds memory; finished chunks are kept in "
+                          "OUT.parts/ and an interrupted run resumes from them")
+    inf.add_argument("--emulator", metavar="MODEL",
+                     help="emulator model folder: adds /flags/predictive_chi2")
+    inf.add_argument("--seed", type=int, default=0, help="seed of the posterior draws")
     inf.add_argument("--overwrite", action="store_true")
     inf.add_argument("--no-progress", action="store_true")
     inf.set_defaults(func=_cmd_infer)
+
+    cg = sub.add_parser("compare-generators",
+                        help="train AE, VAE, GAN, flow and diffusion; measure the lecture's table")
+    cg.add_argument("--data", required=True, help="simulated HDF5 training set")
+    cg.add_argument("--test", help="held-out simulated HDF5 (default: the last rows of --data)")
+    cg.add_argument("--out", required=True, help="folder for the JSON, Markdown and figures")
+    cg.add_argument("--budget", action="append", metavar="NAME=N",
+                    help="override a budget entry, e.g. n_train=20000, vae_epochs=20 (repeatable)")
+    cg.add_argument("--seed", type=int, default=0)
+    cg.add_argument("--no-progress", action="store_true")
+    cg.set_defaults(func=_cmd_compare_generators)
+
+    cor = sub.add_parser("corner", help="corner plot of one galaxy from posterior files")
+    cor.add_argument("posteriors", nargs="+", help="posterior HDF5 file(s) of `specsbi infer`; "
+                     "several are overlaid")
+    cor.add_argument("--galaxy", type=int, required=True, help="row of the galaxy (from 0)")
+    cor.add_argument("--out", required=True, help="image to write (.png, .pdf)")
+    cor.add_argument("--truth-from", metavar="FILE",
+                     help="HDF5 spectra file whose parameters mark the truth")
+    cor.add_argument("--legend", help="comma-separated names of the posterior files")
+    cor.set_defaults(func=_cmd_corner)
+
+    demo = sub.add_parser("demo", help="the shipped model on example galaxies, end to end")
+    demo.add_argument("--out", default="specsbi-demo", help="folder for the results "
+                      "(default specsbi-demo/)")
+    demo.add_argument("--model", default="default", help="model folder (default: shipped)")
+    demo.add_argument("--emulator", help="emulator folder for the predictive band "
+                      "(default: the shipped one, if installed)")
+    demo.add_argument("--examples", help="example spectra (default: shipped)")
+    demo.add_argument("--heldout", help="held-out simulations for coverage (default: shipped)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

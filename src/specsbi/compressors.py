@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .cosmology import luminosity_distance_mpc
 
-__all__ = ["RestFramePCA", "log_grid_step"]
+__all__ = ["RestFramePCA", "gappy_pca", "log_grid_step"]
 
 
 def log_grid_step(wavelength: np.ndarray, rtol: float = 1e-6) -> float:
@@ -32,6 +32,42 @@ def log_grid_step(wavelength: np.ndarray, rtol: float = 1e-6) -> float:
         raise ValueError("the compressor needs a log-uniform wavelength grid; resample the "
                          "spectra onto one first (e.g. SpectraSet.resample(sdss_wavelength()))")
     return float(d.mean())
+
+
+def gappy_pca(values: np.ndarray, observed: np.ndarray, n_components: int,
+              n_refill: int | None = None, iterations: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """EM-PCA of rows with gaps: refill the gaps with the reconstruction, refit, repeat.
+
+    Args:
+        values: (n, m) rows; entries where ``observed`` is False are ignored.
+        observed: (n, m) bool.
+        n_components: principal components returned.
+        n_refill: components used to refill the gaps (default all).
+        iterations: EM iterations (fixed seeds: the same input gives the same basis).
+
+    Returns:
+        ``(mean (m,), basis (n_components, m))``; columns never observed are 0.
+    """
+    seen = observed.any(0)
+    if n_components > min(len(values) - 1, int(seen.sum())):
+        raise ValueError(f"need more than {n_components + 1} spectra for {n_components} "
+                         "rest-frame components")
+    n_refill = n_components if n_refill is None else n_refill
+    mean = np.zeros(values.shape[1])
+    mean[seen] = np.nanmean(np.where(observed, values, np.nan)[:, seen], axis=0)
+    filled = np.where(observed, values, mean)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(iterations):
+        centred = filled - mean
+        basis = np.zeros((n_components, values.shape[1]))
+        if n_components:
+            x = torch.as_tensor(centred[:, seen])
+            torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
+            _, _, v = torch.svd_lowrank(x, q=min(n_components + 10, min(x.shape)), niter=4)
+            basis[:, seen] = v[:, :n_components].T.numpy()
+        comps = basis[:n_refill]
+        filled = np.where(observed, values, mean + centred @ comps.T @ comps)
+    return mean, basis
 
 
 class RestFramePCA(nn.Module):
@@ -112,25 +148,9 @@ class RestFramePCA(nn.Module):
         rows = np.arange(len(f))[:, None]
         rest = (1 - frac) * f[rows, p0] + frac * f[rows, p0 + 1]
         rest[~inside] = np.nan
-        seen = inside.any(0)
-        mean = np.zeros(self.n_rest)
-        mean[seen] = np.nanmean(rest[:, seen], axis=0)
-        filled = np.where(inside, rest, mean)
-        gen = torch.Generator().manual_seed(0)
         q = max(self.k - 1, self.n_basis)
-        if q > min(len(f) - 1, int(seen.sum())):
-            raise ValueError(f"need more than {q + 1} spectra for {q} rest-frame components")
-        for _ in range(iterations):  # EM-PCA: refill the gaps with the reconstruction
-            centred = filled - mean
-            basis = np.zeros((q, self.n_rest))
-            if q:
-                x = torch.as_tensor(centred[:, seen])
-                torch.manual_seed(int(torch.randint(2**31, (1,), generator=gen)))
-                _, _, v = torch.svd_lowrank(x, q=min(q + 10, min(x.shape)), niter=4)
-                basis[:, seen] = v[:, :q].T.numpy()
-            comps = basis[: self.k - 1]
-            recon = mean + centred @ comps.T @ comps
-            filled = np.where(inside, rest, recon)
+        mean, basis = gappy_pca(rest, inside, q, n_refill=self.k - 1, iterations=iterations)
+        comps = basis[: self.k - 1]
         self.templates = torch.as_tensor(np.vstack([mean, comps]), dtype=torch.float32)
         if self.n_basis:
             self.rest_mean = torch.as_tensor(mean, dtype=torch.float32)

@@ -43,4 +43,12 @@ def load(path: str | os.PathLike, device: str = "cpu") -> Any:
         from .estimators import _CLASSES
 
         return _CLASSES[kind].from_card(card, state, device)
+    if kind in ("VAE", "GAN", "Diffusion", "Density"):
+        from . import generative
+
+        return getattr(generative, kind).from_card(card, state, device)
+    from .emulators import EMULATORS
+
+    if kind in EMULATORS:
+        return EMULATORS[kind].from_card(card, state, device)
     raise ValueError(f"{path} holds an unknown model class {kind!r}")

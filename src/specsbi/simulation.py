@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import h5py
 import numpy as np
 
-from .files import atomic_path, check_writable
+from .files import ChunkStore, atomic_path, check_writable
 from .noise import NoiseModel
 from .spectra import API_NAMES, FILE_NAMES, SpectraSet, write_attrs
 
@@ -100,18 +99,17 @@ def simulate_to_file(
     """As :func:`simulate`, but only write ``path`` and return it (no read-back)."""
     path = check_writable(path, overwrite)
     plan = _Plan(simulator, prior, n, seed, noise, chunk_size)
-    parts = path.with_name(path.name + ".parts")
-    plan.open_parts(parts)
-    todo = [k for k in range(plan.n_chunks) if not plan.part(parts, k).exists()]
+    parts = ChunkStore(path, plan.manifest(),
+                       "n, seed, prior, simulator, noise or chunk size")
+    todo = [k for k in range(plan.n_chunks) if not parts.done(k)]
     if len(todo) < plan.n_chunks:
         log.info("resuming %s: %d of %d chunks already done", path, plan.n_chunks - len(todo),
                  plan.n_chunks)
     for k, (flux, derived, _) in _run_chunks(plan, todo, workers, progress):
-        with atomic_path(plan.part(parts, k), overwrite=True) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, flux=flux, **derived)
+        parts.save(k, {"flux": flux, **derived})
     with atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w") as h5:
-        plan.write_file(h5, lambda k: dict(np.load(plan.part(parts, k))))
-    shutil.rmtree(parts, ignore_errors=True)
+        plan.write_file(h5, parts.load)
+    parts.remove()
     return path
 
 
@@ -177,25 +175,6 @@ class _Plan:
             "seed": self.seed,
             "noise": self.noise.config(),
         }
-
-    def open_parts(self, parts: Path) -> None:
-        manifest = self.manifest()
-        file = parts / "manifest.json"
-        if file.exists():
-            if json.loads(file.read_text()) != manifest:
-                raise ValueError(
-                    f"{parts} holds an interrupted run with other settings (n, seed, prior, "
-                    "simulator, noise or chunk size); rerun with the same settings to resume, "
-                    "or delete that folder to start over"
-                )
-            return
-        parts.mkdir(exist_ok=True)
-        with atomic_path(file, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(manifest, indent=1))
-
-    @staticmethod
-    def part(parts: Path, k: int) -> Path:
-        return parts / f"chunk_{k:06d}.npz"
 
     def finish_chunk(self, k: int, result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Noise, parameters and derived values of chunk ``k``, keyed by file dataset name."""

@@ -281,17 +281,23 @@ class SpectraSet:
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from None
 
-    def write(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the DESIGN.md HDF5 layout atomically; never overwrites unless asked."""
+    def write(self, path: str | os.PathLike, overwrite: bool = False,
+              compression: str | None = None) -> Path:
+        """Write the DESIGN.md HDF5 layout atomically; never overwrites unless asked.
+
+        ``compression="gzip"`` shrinks the flux datasets (≈ 25 % for noisy spectra):
+        for files that ship, not for training sets read often.
+        """
         path = Path(path)
+        packed = {"compression": compression, "shuffle": True} if compression else {}
         with atomic_path(path, overwrite) as tmp, h5py.File(tmp, "w") as h5:
             write_attrs(h5, self.attrs)
             raw = h5.create_group("raw")
             raw.create_dataset("wavelength", data=self.wavelength)
-            raw.create_dataset("spec", data=self.flux)
-            raw.create_dataset("specerr", data=self.err, compression="lzf")
+            raw.create_dataset("spec", data=self.flux, **packed)
+            raw.create_dataset("specerr", data=self.err, compression=compression or "lzf")
             if self.flux_noiseless is not None:
-                raw.create_dataset("spec_noiseless", data=self.flux_noiseless)
+                raw.create_dataset("spec_noiseless", data=self.flux_noiseless, **packed)
             for name, value in self.params.items():
                 raw.create_dataset(FILE_NAMES.get(name, name), data=value)
         return path

@@ -21,12 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from .flows import ConditionalFlow, JointFlow, robust_stats, set_standardization
-from .mcmc import run_emcee, torch_log_prob
+from .mcmc import log_posterior, run_emcee, torch_log_prob
 from .posterior import Posterior
 from .priors import Prior, default_prior
 from .spectra import SpectraSet, Spectrum
 from .spectrum_posterior import SpectrumPosterior
-from .training import TrainConfig, train
+from .training import History, TrainConfig, train
 
 __all__ = ["SpectrumLikelihood"]
 
@@ -45,6 +45,15 @@ class _Derived(nn.Module):
 
     def forward(self, theta: Tensor) -> Tensor:
         return self.net((theta - self.mean) / self.std)
+
+    def fit(self, x: Tensor, y: Tensor, seed: int = 0, progress: bool = False,
+            config: TrainConfig | None = None) -> History:
+        """Fit (n, d_in) → (n, d_out) by least squares with the shared loop; inputs standardised."""
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-6))
+        config = config or TrainConfig(batch_size=256, lr=2e-3, max_epochs=150, patience=10)
+        return train(self, lambda m, b, g: (m(b[0]) - b[1]).pow(2).sum(-1), [x, y], config,
+                     seed=seed, progress=progress)
 
 
 class SpectrumLikelihood(SpectrumPosterior):
@@ -81,12 +90,7 @@ class SpectrumLikelihood(SpectrumPosterior):
         if derived:  # the deterministic map θ → derived targets (e.g. log_mstar)
             y = torch.as_tensor(np.stack([train_set.params[k] for k in derived], 1),
                                 dtype=torch.float32)
-            mlp = net["derived"]
-            mlp.mean.copy_(theta.mean(0))
-            mlp.std.copy_(theta.std(0))
-            train(mlp, lambda m, b, g: (m(b[0]) - b[1]).pow(2).sum(-1), [theta, y],
-                  TrainConfig(batch_size=256, lr=2e-3, max_epochs=150, patience=10),
-                  seed=self.seed, progress=self.progress)
+            net["derived"].fit(theta, y, self.seed, self.progress)
         self.prior = self.theta_prior
         self.net = net.to(self.device)
         self.history = train(self.net, self._loss, [theta.to(self.device),
@@ -129,15 +133,9 @@ class SpectrumLikelihood(SpectrumPosterior):
         draws, diags = [], []
         for i in range(len(s)):
             si = s[i : i + 1]
-
-            def log_post(theta: Tensor, si=si) -> Tensor:
-                lp = self.theta_prior.log_prob(theta.cpu()).to(theta)
-                out = torch.full_like(lp, -torch.inf)
-                ok = torch.isfinite(lp)
-                if ok.any():
-                    out[ok] = self.log_likelihood(si.expand(int(ok.sum()), -1), theta[ok]) + lp[ok]
-                return out
-
+            log_post = log_posterior(
+                lambda theta, si=si: self.log_likelihood(si.expand(len(theta), -1), theta),
+                self.theta_prior)
             init = self.theta_prior.draw(4000, self.seed + i)
             th, diag = run_emcee(torch_log_prob(log_post, self.device), init, n_samples,
                                  n_steps=n_steps, seed=self.seed + i, progress=False)

@@ -46,6 +46,8 @@ from .training import History, TrainConfig, split, train
 
 __all__ = ["SpectrumPosterior"]
 
+COMPRESSORS = ("pca", "vae", "ae")
+
 log = logging.getLogger(__name__)
 _SOFT = 10.0  # r / _SOFT enters asinh: linear for |r| << 10 σ
 
@@ -92,7 +94,7 @@ class _Anchor(nn.Module):
         s = s.double()
         X = self._design(s)
         mu = X @ self.weight.double()
-        if self.z_index is not None:
+        if self.z_index is not None and self.z_col is not None:
             mu[:, self.z_index] = s[:, self.z_col]
         return mu, torch.exp(X @ self.log_scale_weight.double())
 
@@ -114,7 +116,13 @@ class SpectrumPosterior:
 
     Args:
         targets: parameters to infer; the others are marginalised.
-        compressor: "pca" (rest-frame PCA templates fitted over redshift).
+        compressor: "pca" (rest-frame PCA templates fitted over redshift), or "vae" / "ae"
+            (the same template fit for ẑ and the amplitude, then the latent means of a
+            rest-frame VAE / AE in place of the rest-frame PCA coefficients; trained on
+            the simulations first, then frozen).
+        compressor_options: settings of the "vae"/"ae" compressor (``latent_dim``,
+            ``hidden``, ``max_epochs``, ``batch_size``, ``lr``, ``patience``,
+            ``max_spectra``).
         variant: "dependent" (q(θ | s)) or "augmented" (q(s, θ)).
         flow: "nsf" or "maf"; hidden, transforms, bins: flow size.
         n_components: templates of the compressor.
@@ -139,9 +147,10 @@ class SpectrumPosterior:
                  hidden: int = 96, transforms: int = 5, bins: int = 8, n_components: int = 12,
                  n_rest: int = 32, embed: int = 128, noise: NoiseModel | None = None,
                  noise_draws: int | None = None, train_config: TrainConfig | None = None,
-                 device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
-        if compressor != "pca":
-            raise ValueError(f"unknown compressor {compressor!r}; available: 'pca'")
+                 device: str = "cpu", seed: int = 0, progress: bool = True,
+                 compressor_options: dict[str, Any] | None = None) -> None:
+        if compressor not in COMPRESSORS:
+            raise ValueError(f"unknown compressor {compressor!r}; available: {COMPRESSORS}")
         if variant not in ("dependent", "augmented"):
             raise ValueError(f"`variant` must be 'dependent' or 'augmented'; got {variant!r}")
         if flow not in FLOW_KINDS:
@@ -155,6 +164,7 @@ class SpectrumPosterior:
         self.targets, self.compressor_kind, self.variant = list(targets), compressor, variant
         self.flow_kind, self.hidden, self.transforms, self.bins = flow, hidden, transforms, bins
         self.n_components, self.n_rest = n_components, n_rest
+        self.compressor_options = dict(compressor_options or {})
         self.embed = embed if variant == "dependent" else 0  # the joint flow has none
         self.noise, self.noise_draws = noise, noise_draws
         self.train_config = train_config or TrainConfig(batch_size=256, lr=1e-3, patience=15)
@@ -167,9 +177,18 @@ class SpectrumPosterior:
 
     # ------------------------------------------------------------- building
     def _build(self, wavelength: np.ndarray) -> nn.ModuleDict:
-        comp = RestFramePCA(wavelength, self.n_components, n_rest=self.n_rest)
+        if self.compressor_kind == "pca":
+            comp = RestFramePCA(wavelength, self.n_components, n_rest=self.n_rest)
+        else:
+            from .generative.compressor import VAECompressor
+
+            comp = VAECompressor(wavelength, n_templates=self.n_components,
+                                 autoencoder=self.compressor_kind == "ae", noise=self.noise,
+                                 seed=self.seed, progress=self.progress,
+                                 **self.compressor_options)
         names = comp.summary_names
-        anchor = _Anchor(self.targets, comp.dim, names.index("z_hat"))
+        anchor = _Anchor(self.targets, comp.dim,
+                         names.index("z_hat") if "z_hat" in names else None)
         common = dict(kind=self.flow_kind, hidden=self.hidden, transforms=self.transforms,
                       bins=self.bins)
         d = len(self.targets)
@@ -391,14 +410,16 @@ class SpectrumPosterior:
             "variant": self.variant, "flow": self.flow_kind, "hidden": self.hidden,
             "transforms": self.transforms, "bins": self.bins,
             "n_components": self.n_components, "n_rest": self.n_rest, "embed": self.embed,
-            "noise_draws": self.noise_draws,
+            "noise_draws": self.noise_draws, "compressor_options": self.compressor_options,
             "noise": None if self.noise is None else self.noise.config(),
             "prior": None if self.prior is None else self.prior.to_json(),
             "wavelength": {"n": len(self.wavelength), "start": float(self.wavelength[0]),
                            "log10_step": float(np.log10(self.wavelength[1] /
                                                         self.wavelength[0]))},
-            "preprocessing": "flux / median(flux); log10 median as its own input; "
-                             "rest-frame PCA χ² fit over redshift",
+            "preprocessing": "flux / median(flux); log10 median as its own input; " + (
+                "rest-frame PCA χ² fit over redshift" if self.compressor_kind == "pca" else
+                f"rest-frame templates for ẑ, then {self.compressor_kind.upper()} latent means "
+                "of the rest-frame spectrum at ẑ (trained first, then frozen)"),
             "seed": self.seed,
             "training_data": self.data_info,
             "validation": None if self.history is None else self.history.summary(),
@@ -427,6 +448,7 @@ class SpectrumPosterior:
                     card["hidden"], card["transforms"], card["bins"], card["n_components"],
                     n_rest=card.get("n_rest", 0), embed=card.get("embed", 0),
                     noise_draws=card.get("noise_draws"),
+                    compressor_options=card.get("compressor_options"),
                     noise=NoiseModel(snr=tuple(noise["snr"])) if noise else None,
                     device=device, seed=card.get("seed", 0), progress=False)
         model._restore(card)

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # One bagpipes model per process and configuration: building one costs ~1-2 s,
 # `update()` ~20-30 ms, so a worker builds it once and updates it per spectrum.
 _MODELS: dict[tuple, Any] = {}
+#: Star-formation histories and dust laws a BagpipesSimulator can use (the default first).
+SFH_SHAPES = ("delayed", "exponential", "constant")
+DUST_LAWS = ("Calzetti", "Cardelli", "SMC")
 
 
 def import_bagpipes() -> Any:
@@ -35,6 +38,11 @@ def import_bagpipes() -> Any:
 class BagpipesSimulator(Simulator):
     """bagpipes (BC03 MILES grids): delayed-τ SFH, Calzetti dust, nebular emission, veldisp.
 
+    Other physical models, for out-of-distribution tests of models trained on the
+    default: ``sfh="exponential"`` (τ-model, same age and τ) or ``"constant"``
+    (constant star formation over the whole age; τ unused), and ``dust="Cardelli"``
+    (Milky Way) or ``"SMC"`` (steeper in the UV), with the same A_V.
+
     Parameters are those of the default prior (DESIGN.md); the derived outputs are
     ``log_mstar`` (bagpipes' ``sfh.stellar_mass``, log10 M☉ surviving) and ``age``
     (Gyr, ``age_frac`` × the age of the universe at the redshift).
@@ -44,6 +52,8 @@ class BagpipesSimulator(Simulator):
         R_spec: bagpipes' internal spectral resolution (its ``config.R_spec``,
             default 1000 ≈ 150 km/s per pixel; SDSS is ≈ 69 km/s per pixel). Higher
             is sharper and slower (measured in ``benchmarks/simulate.py``).
+        sfh: star-formation history, one of :data:`SFH_SHAPES`.
+        dust: attenuation law, one of :data:`DUST_LAWS`.
 
     Example:
         >>> sim = BagpipesSimulator()                      # doctest: +SKIP
@@ -53,11 +63,16 @@ class BagpipesSimulator(Simulator):
     param_names = PHYSICAL_PARAMETERS
     derived_names = ("log_mstar", "age")
 
-    def __init__(self, wavelength: Any | None = None, R_spec: float = 1000.0) -> None:
+    def __init__(self, wavelength: Any | None = None, R_spec: float = 1000.0,
+                 sfh: str = "delayed", dust: str = "Calzetti") -> None:
         super().__init__(wavelength)
         if not 100 <= R_spec <= 20_000:
             raise ValueError(f"`R_spec` must lie in [100, 20000]; got {R_spec}")
-        self.R_spec = float(R_spec)
+        if sfh not in SFH_SHAPES:
+            raise ValueError(f"`sfh` must be one of {SFH_SHAPES}; got {sfh!r}")
+        if dust not in DUST_LAWS:
+            raise ValueError(f"`dust` must be one of {DUST_LAWS}; got {dust!r}")
+        self.R_spec, self.sfh, self.dust = float(R_spec), sfh, dust
         self.limits = {
             "log_mformed": (0.0, 15.0),
             "redshift": (1e-3, 10.0),
@@ -70,26 +85,28 @@ class BagpipesSimulator(Simulator):
         }
 
     def _config(self) -> dict[str, Any]:
-        return {"R_spec": self.R_spec}
+        if (self.sfh, self.dust) == (SFH_SHAPES[0], DUST_LAWS[0]):
+            return {"R_spec": self.R_spec}  # as before these options: same files, same hashes
+        return {"R_spec": self.R_spec, "sfh": self.sfh, "dust": self.dust}
 
-    @staticmethod
-    def components(p: dict[str, float], age: float) -> dict[str, Any]:
+    def components(self, p: dict[str, float], age: float) -> dict[str, Any]:
         """The bagpipes ``model_components`` dict for one set of parameters."""
+        sfh = {"massformed": p["log_mformed"], "metallicity": p["metallicity"]}
+        if self.sfh == "constant":
+            sfh.update(age_max=age, age_min=0.0)
+        else:
+            sfh.update(age=age, tau=10.0 ** p["log_tau"])
         return {
             "redshift": p["redshift"],
             "veldisp": p["veldisp"],
-            "delayed": {
-                "massformed": p["log_mformed"],
-                "metallicity": p["metallicity"],
-                "age": age,
-                "tau": 10.0 ** p["log_tau"],
-            },
-            "dust": {"type": "Calzetti", "Av": p["av"]},
+            self.sfh: sfh,
+            "dust": {"type": self.dust, "Av": p["av"]},
             "nebular": {"logU": p["log_u"]},
         }
 
     def _model(self, pipes: Any, components: dict[str, Any]) -> Any:
-        key = (self.R_spec, self.wavelength.size, self.wavelength[0], self.wavelength[-1])
+        key = (self.R_spec, self.sfh, self.dust, self.wavelength.size, self.wavelength[0],
+               self.wavelength[-1])
         model = _MODELS.get(key)
         if model is None:
             log.info("building a bagpipes model (R_spec=%g)", self.R_spec)

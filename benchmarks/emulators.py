@@ -1,0 +1,277 @@
+"""Emulators against bagpipes: accuracy, speed, and MCMC posteriors on held-out galaxies.
+
+Accuracy: each emulator predicts the noiseless spectra of the --n-test held-out
+prior draws of the test file from their θ; the per-pixel fractional error
+|Δf|/f = |f_emu / f_bagpipes − 1| over all pixels (50/68/95/99th percentiles), and
+the RMS of the derived log_mstar.
+
+Speed: bagpipes' ``model_galaxy.update`` (through BagpipesSimulator, model built
+before timing) on --n-bagpipes draws, against the emulator's batched ``predict``
+on --n-speed draws, both on one thread in this process: a ratio of spectra/s.
+With --compile the emulator is also timed after ``torch.compile``.
+
+MCMC (--mcmc N): ss.mcmc.sample with the first emulator on the first N test
+galaxies (S/N 5-30 noise as stored), started from the NPE posterior of --npe if
+given (else from the quick optimisation); wall time per galaxy, convergence,
+posterior widths and medians against the truth, and the C2ST (sbi's classifier
+two-sample test; 0.5 = indistinguishable) on (log_mstar, redshift) against the
+NPE's draws. --bagpipes-fits adds the same against bagpipes' own fits
+(benchmarks/bagpipes_fit.py output).
+
+Reproduce (emulator training ~20 min on one core):
+    specsbi train emulator pca --data data/train50k.h5 --out models/emu-pca
+    python benchmarks/emulators.py --model models/emu-pca --test data/test1k.h5 \\
+        --npe models/npe-dep --mcmc 20 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import specsbi as ss
+
+TARGETS = ["log_mstar", "redshift"]
+QUANTILES = [50, 68, 95, 99]
+
+
+def accuracy(emu, test: ss.SpectraSet) -> dict:
+    theta = np.stack([test.params[n] for n in emu.prior.names], 1)
+    t0 = time.perf_counter()
+    pred = emu.predict(theta)
+    frac = np.abs(pred / test.flux_noiseless.astype(np.float64) - 1)
+    d_mstar = emu.predict_derived(theta)["log_mstar"] - test.params["log_mstar"]
+    per_spec = np.median(frac, axis=1)
+    return {
+        "n_spectra": len(test),
+        "frac_error_percentiles": dict(zip([f"p{q}" for q in QUANTILES],
+                                           np.percentile(frac, QUANTILES).tolist(),
+                                           strict=True)),
+        "per_spectrum_median_frac_error_p50_p95": np.percentile(per_spec, [50, 95]).tolist(),
+        "log_mstar_rms_dex": float(np.sqrt(np.mean(d_mstar**2))),
+        "log_mstar_max_abs_dex": float(np.abs(d_mstar).max()),
+        "predict_s": time.perf_counter() - t0,
+    }
+
+
+def bagpipes_speed(test: ss.SpectraSet, n: int) -> dict:
+    sim = ss.BagpipesSimulator(wavelength=test.wavelength,
+                               R_spec=float((test.attrs.get("simulator") or {})
+                                            .get("R_spec", 1000.0)))
+    prior = ss.default_prior()
+    theta = prior.draw(n + 1, seed=123)
+    t0 = time.perf_counter()
+    sim.simulate(theta[:1])  # imports bagpipes and builds the model: not timed
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sim.simulate(theta[1:])
+    wall = time.perf_counter() - t0
+    return {"n": n, "setup_s": setup, "ms_per_spectrum": 1e3 * wall / n,
+            "spectra_per_s": n / wall}
+
+
+@torch.no_grad()
+def emulator_speed(emu, n: int, batch: int, compile_: bool) -> dict:
+    theta = emu.prior.draw(n, seed=7)
+    emu.predict(theta[:batch], batch_size=batch)  # warm-up
+    t0 = time.perf_counter()
+    emu.predict(theta, batch_size=batch)
+    wall = time.perf_counter() - t0
+    out = {"n": n, "batch": batch, "spectra_per_s": n / wall, "us_per_spectrum": 1e6 * wall / n}
+    if compile_:
+        fast = torch.compile(emu, dynamic=False)
+        t = torch.as_tensor(theta, dtype=torch.float32)
+        t0 = time.perf_counter()
+        ref = fast(t[:batch])
+        out["compile_s"] = time.perf_counter() - t0
+        np.testing.assert_allclose(ref.numpy(), emu(t[:batch]).numpy(), rtol=1e-4)
+        t0 = time.perf_counter()
+        for i in range(0, n - batch + 1, batch):
+            fast(t[i : i + batch]).numpy()
+        wall = time.perf_counter() - t0
+        done = (n // batch) * batch
+        out["compiled_spectra_per_s"] = done / wall
+        out["compiled_us_per_spectrum"] = 1e6 * wall / done
+    return out
+
+
+def _c2st(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
+    from sbi.utils.metrics import c2st
+
+    n = min(len(a), len(b))
+    rng = np.random.default_rng(seed)
+    a, b = a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]
+    return float(c2st(torch.as_tensor(a, dtype=torch.float32),
+                      torch.as_tensor(b, dtype=torch.float32), seed=seed))
+
+
+def mcmc(emu, test: ss.SpectraSet, n_gal: int, npe_path: str | None, n_steps: int,
+         bagpipes_fits: str | None) -> dict:
+    npe = ss.load(npe_path) if npe_path else None
+    fits = json.loads(Path(bagpipes_fits).read_text()) if bagpipes_fits else None
+    rows = []
+    for i in range(n_gal):
+        spec = test[i]
+        npe_post = npe.posterior(spec) if npe is not None else None
+        t0 = time.perf_counter()
+        post = ss.mcmc.sample(emu, spec, init=npe_post if npe_post is not None
+                              else "optimize", n_steps=n_steps, seed=i, progress=False)
+        wall = time.perf_counter() - t0
+        names = post.names
+        draws = post.sample(1000)[:, [names.index(t) for t in TARGETS]]
+        row = {"galaxy": i, "wall_s": wall, "converged": post.diagnostics["converged"],
+               "acceptance": post.diagnostics["acceptance_fraction"],
+               "max_autocorr": float(np.max(post.diagnostics["autocorr_time"])),
+               "effective_samples": post.diagnostics["effective_samples"],
+               "init": post.diagnostics["init"]}
+        for j, t in enumerate(TARGETS):
+            lo, med, hi = np.percentile(draws[:, j], [16, 50, 84])
+            row[f"{t}_median"], row[f"{t}_width68"] = med, (hi - lo) / 2
+            row[f"{t}_truth"] = float(test.params[t][i])
+            row[f"{t}_pull"] = (med - row[f"{t}_truth"]) / max((hi - lo) / 2, 1e-12)
+        if npe_post is not None:
+            npe_draws = npe_post.sample(1000)
+            npe_draws = npe_draws[:, [list(npe.targets).index(t) for t in TARGETS]]
+            row["c2st_vs_npe"] = _c2st(draws, npe_draws, seed=i)
+            for j, t in enumerate(TARGETS):
+                lo, hi = np.percentile(npe_draws[:, j], [16, 84])
+                row[f"npe_{t}_width68"] = (hi - lo) / 2
+        if fits is not None and str(i) in fits.get("galaxies", {}):
+            import h5py
+
+            with h5py.File(Path(bagpipes_fits).with_suffix(".h5")) as h5:
+                bp = h5[f"galaxy_{i}/samples"][()]
+            row["c2st_vs_bagpipes"] = _c2st(draws, bp, seed=i)
+            row["bagpipes_wall_s"] = fits["galaxies"][str(i)]["wall_s"]
+        rows.append(row)
+        print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
+                          for k, v in row.items()}), file=sys.stderr, flush=True)
+    walls = np.array([r["wall_s"] for r in rows])
+    summary = {
+        "n_galaxies": n_gal, "n_steps": n_steps,
+        "init": rows[0]["init"] + (" (redshift scan within the NPE's draws)"
+                                   if npe is not None and rows[0]["init"] == "optimize" else ""),
+        "effective_samples_median": float(np.median([r["effective_samples"] for r in rows])),
+        "wall_s_per_galaxy_median": float(np.median(walls)),
+        "wall_s_per_galaxy_mean": float(np.mean(walls)),
+        "converged_fraction": float(np.mean([r["converged"] for r in rows])),
+    }
+    for t in TARGETS:
+        pulls = np.array([r[f"{t}_pull"] for r in rows])
+        summary[f"{t}_median_width68"] = float(np.median([r[f"{t}_width68"] for r in rows]))
+        summary[f"{t}_fraction_within_68"] = float(np.mean(np.abs(pulls) < 1))
+        summary[f"{t}_rms_error"] = float(np.sqrt(np.mean(
+            [(r[f"{t}_median"] - r[f"{t}_truth"]) ** 2 for r in rows])))
+        if npe is not None:
+            summary[f"npe_{t}_median_width68"] = float(np.median(
+                [r[f"npe_{t}_width68"] for r in rows]))
+    if npe is not None:
+        summary["c2st_vs_npe_median"] = float(np.median([r["c2st_vs_npe"] for r in rows]))
+    bp_rows = [r for r in rows if "c2st_vs_bagpipes" in r]
+    if bp_rows:
+        summary["c2st_vs_bagpipes"] = {r["galaxy"]: r["c2st_vs_bagpipes"] for r in bp_rows}
+        summary["bagpipes_wall_s"] = {r["galaxy"]: r["bagpipes_wall_s"] for r in bp_rows}
+    return {"summary": summary, "galaxies": rows}
+
+
+def figure(emu, test: ss.SpectraSet, path: Path) -> None:
+    """Fractional error percentiles against rest wavelength, and one spectrum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    theta = np.stack([test.params[n] for n in emu.prior.names], 1)
+    pred = emu.predict(theta)
+    frac = np.abs(pred / test.flux_noiseless - 1)
+    rest = test.wavelength[None] / (1 + test.params["redshift"][:, None])
+    edges = np.geomspace(2530, 9120, 120)
+    idx = np.digitize(rest, edges)
+    q = np.array([np.percentile(frac[idx == k], [50, 68, 95]) if (idx == k).any()
+                  else [np.nan] * 3 for k in range(1, len(edges))])
+    centre = np.sqrt(edges[1:] * edges[:-1])
+    fig, ax = plt.subplots(2, 1, figsize=(9, 7))
+    for j, (label, c) in enumerate(zip(["50th", "68th", "95th"], ["C0", "C1", "C3"],
+                                       strict=True)):
+        ax[0].plot(centre, 100 * q[:, j], color=c, label=f"{label} percentile")
+    ax[0].axhline(1, color="k", lw=0.5, ls=":")
+    ax[0].axhline(3, color="k", lw=0.5, ls=":")
+    ax[0].set(xlabel="rest-frame wavelength [Å]", ylabel="|Δf| / f  [%]", yscale="log",
+              title=f"{type(emu).__name__} vs bagpipes, {len(test)} held-out prior draws")
+    ax[0].legend()
+    i = int(np.argsort(np.median(frac, axis=1))[len(test) // 2])  # a typical spectrum
+    ax[1].plot(test.wavelength, test.flux_noiseless[i], color="k", lw=0.8, label="bagpipes")
+    ax[1].plot(test.wavelength, pred[i], color="C1", lw=0.6, label="emulator")
+    ax[1].plot(test.wavelength, test.flux_noiseless[i] - pred[i], color="C3", lw=0.6,
+               label="difference")
+    ax[1].set(xlabel="observed wavelength [Å]", ylabel="flux [1e-17 erg/s/cm²/Å]",
+              title=f"test galaxy {i} (median |Δf|/f = {100 * np.median(frac[i]):.2f}%)")
+    ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="emulator folder(s)")
+    ap.add_argument("--test", required=True, help="held-out bagpipes set with noiseless flux")
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--n-bagpipes", type=int, default=100, help="bagpipes spectra timed")
+    ap.add_argument("--n-speed", type=int, default=20_000, help="emulator spectra timed")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--mcmc", type=int, default=0, help="galaxies for the MCMC part")
+    ap.add_argument("--mcmc-steps", type=int, default=5000)
+    ap.add_argument("--npe", help="SpectrumPosterior folder: MCMC start and C2ST reference")
+    ap.add_argument("--bagpipes-fits", help="JSON written by benchmarks/bagpipes_fit.py")
+    ap.add_argument("--figure", help="PNG of the first emulator's errors")
+    ap.add_argument("--out", default="benchmarks/results/emulators.json")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(1)
+    test = ss.SpectraSet.read(args.test, rows=slice(0, args.n_test))
+    emus = {Path(m).name: ss.load(m) for m in args.model}
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "load_average_1min_start": os.getloadavg()[0],
+              "command": " ".join(["python", *sys.argv]), "test": args.test,
+              "emulators": {}}
+    for name, emu in emus.items():
+        result["emulators"][name] = {"class": type(emu).__name__,
+                                     "card_validation": emu.metrics,
+                                     "training_data": emu.data_info.get("n"),
+                                     "accuracy": accuracy(emu, test)}
+    bp = bagpipes_speed(test, args.n_bagpipes)
+    result["bagpipes"] = bp
+    for name, emu in emus.items():
+        sp = emulator_speed(emu, args.n_speed, args.batch, args.compile)
+        sp["speedup_vs_bagpipes"] = sp["spectra_per_s"] / bp["spectra_per_s"]
+        if "compiled_spectra_per_s" in sp:
+            sp["compiled_speedup_vs_bagpipes"] = sp["compiled_spectra_per_s"] / bp["spectra_per_s"]
+        result["emulators"][name]["speed"] = sp
+    if args.figure:
+        figure(next(iter(emus.values())), test, Path(args.figure))
+        result["figure"] = args.figure
+    if args.mcmc:
+        result["mcmc"] = mcmc(next(iter(emus.values())), test, args.mcmc, args.npe,
+                              args.mcmc_steps, args.bagpipes_fits)
+        result["mcmc"]["emulator"] = next(iter(emus))
+    result["load_average_1min_end"] = os.getloadavg()[0]
+    text = json.dumps(result, indent=1, default=float)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,480 @@
+"""`Emulator`: the interface every emulator shares, θ → observed-frame spectrum.
+
+An emulator is a torch module in three parts: the shape features (the nuisance
+parameters, with the age in Gyr from ``age_frac`` and the redshift), a *decoder*
+that a subclass supplies — any module mapping standardised features (B, f) to the
+ln rest-frame luminosity per M☉ formed (B, n_out) — and the shared physics layer
+(:class:`~specsbi.emulators.physics.RestFrame`) that applies the velocity
+dispersion (for bagpipes, whose broadening it reproduces), redshift, distance and
+mass exactly. A small network of the same features gives log10(surviving / formed
+mass), so every θ also yields ``log_mstar``. The fit, the emulator-error estimate,
+the model file and the simulator adapter live here; a subclass writes
+``_build_decoder`` and ``_fit_decoder`` (and ``_hyper`` for its card).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .._checks import as_numpy
+from ..priors import Prior, default_prior
+from ..serialization import read_model, write_model
+from ..spectra import SpectraSet
+from ..spectrum_likelihood import _Derived
+from ..training import History, TrainConfig, split
+from .physics import (
+    RestFrame,
+    bagpipes_rest_wavelength,
+    log_rest_wavelength,
+    trim_rest_wavelength,
+)
+
+__all__ = ["EMULATORS", "Emulator", "masked_mse"]
+
+log = logging.getLogger(__name__)
+
+#: class name → class, for `specsbi.load`; subclasses register themselves.
+EMULATORS: dict[str, type[Emulator]] = {}
+_OUTSIDE = ("redshift", "log_mformed")  # what the physics layer applies, not the decoder
+_SOFT_CLIP = 30.0  # age/τ beyond ~30: e^(−age/τ) no longer matters
+
+
+def masked_mse(pred: Tensor, target: Tensor, covered: Tensor) -> Tensor:
+    """Per-row mean squared error over the covered pixels: (B, n) ×3 → (B,)."""
+    w = covered.to(pred.dtype)
+    return ((pred - target) ** 2 * w).sum(1) / w.sum(1).clamp(min=1)
+
+
+class Emulator(nn.Module):
+    """θ (the prior's parameter order) → noiseless observed-frame flux, differentiably.
+
+    Args:
+        rest_grid: the rest-frame pixels the decoder predicts: "auto" (bagpipes'
+            own grid for bagpipes training sets, which makes the redshift exact;
+            otherwise log-uniform at half the observed step), or an array in Å.
+        knots: name → interior grid values where the simulator interpolates
+            linearly (e.g. bagpipes' metallicity and log_u grids); each adds a hinge
+            feature max(0, x − knot) so the decoder can bend there. "auto": bagpipes'
+            grids for bagpipes training sets, none otherwise.
+        broadening: the velocity dispersion applied by the physics layer rather than
+            learned: (km/s per rest pixel, largest veldisp), None, or "auto" (bagpipes'
+            Gaussian kernel, 3e5 / R_spec / 2 km/s per pixel, for bagpipes training sets
+            with a ``veldisp`` parameter; None otherwise). The decoder then predicts the
+            unbroadened spectrum on a grid ``margin`` pixels wider at each end.
+        train_config: the shared training loop's settings for the decoder.
+        device, seed, progress: as everywhere in specsbi.
+
+    Calling the module on a torch (B, d) θ returns (B, npix) float32 flux with
+    gradients (pass θ as float64 to keep the redshift's precision);
+    :meth:`predict` is the numpy path with checks.
+    """
+
+    def __init__(self, rest_grid: Any = "auto", knots: Any = "auto", broadening: Any = "auto",
+                 train_config: TrainConfig | None = None, device: str = "cpu", seed: int = 0,
+                 progress: bool = True) -> None:
+        super().__init__()
+        if broadening != "auto" and not (isinstance(broadening, (list, tuple))
+                                         and len(broadening) == 2) and broadening is not None:
+            raise ValueError("`broadening` must be 'auto', None or (kms_per_pixel, max_veldisp)")
+        self.broadening = None if broadening is None else (
+            broadening if broadening == "auto" else tuple(float(b) for b in broadening))
+        if not (isinstance(rest_grid, str) and rest_grid == "auto"):
+            rest_grid = as_numpy(rest_grid, "rest_grid")
+        if not (isinstance(knots, str) and knots == "auto") and not isinstance(knots, dict):
+            raise ValueError("`knots` must be 'auto' or a dict name → list of grid values")
+        self.rest_grid, self.knots, self.bagpipes = rest_grid, knots, False
+        self.train_config = train_config or TrainConfig(batch_size=256, lr=1e-3, patience=20)
+        self.device, self.seed, self.progress = torch.device(device), int(seed), progress
+        self.prior: Prior | None = None
+        self.history: History | None = None
+        self.metrics: dict[str, Any] = {}
+        self.data_info: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        EMULATORS[cls.__name__] = cls
+
+    # ------------------------------------------------------ what subclasses write
+    def _build_decoder(self, n_features: int, n_out: int) -> nn.Module:
+        """A module: standardised features (B, n_features) → ln L_λ per M☉ (B, n_out).
+
+        The inputs are ``self.decoder_names``; ``n_out`` is ``physics.n_rest`` plus
+        2 ``physics.margin`` (the unbroadened spectrum) when the layer broadens.
+        """
+        raise NotImplementedError
+
+    def _fit_decoder(self, features: Tensor, log_rest: Tensor, covered: Tensor,
+                     veldisp: Tensor) -> History:
+        """Fit ``self.decoder`` (already built) to the rest-frame spectra; return its History.
+
+        ``features`` (n, f) are the decoder's inputs; the targets are ``log_rest`` (n,
+        n_rest) on the ``covered`` pixels, and :meth:`observable` maps the decoder's
+        output to them (it applies ``veldisp`` (n,) when the layer broadens).
+        """
+        raise NotImplementedError
+
+    def observable(self, out: Tensor, veldisp: Tensor) -> Tensor:
+        """Decoder output → ln rest spectrum on the rest grid (broadened if the layer does)."""
+        if self.physics.margin == 0:
+            return out
+        return torch.log(self.physics.broaden(torch.exp(self._pad(out)), veldisp))
+
+    def _pad(self, out: Tensor) -> Tensor:
+        """Copy the outermost pixels any training spectrum covered over those beyond: the
+        decoder is never trained there, and the broadening kernel would leak them in."""
+        if getattr(self, "_span", None) is None:  # python ints: no tensor read per call
+            self._span = tuple(int(i) + self.physics.margin for i in self.covered_span)
+        a, b = self._span
+        return torch.cat([out[:, a : a + 1].expand(-1, a), out[:, a : b + 1],
+                          out[:, b : b + 1].expand(-1, out.shape[1] - b - 1)], 1)
+
+    def _hyper(self) -> dict[str, Any]:
+        """The subclass's constructor keyword arguments, for the model card."""
+        return {}
+
+    # ------------------------------------------------------------------ building
+    def _build(self, prior: Prior, wavelength: np.ndarray, rest: np.ndarray,
+               knots: dict[str, list[float]], feature_names: list[str] | None = None) -> None:
+        if "redshift" not in prior.all_names or "log_mformed" not in prior.all_names:
+            raise ValueError("an emulator needs `redshift` and `log_mformed` among the prior's "
+                             f"parameters (free or fixed); got {prior.all_names}")
+        self.prior, self.knots = prior, {k: [float(v) for v in vs] for k, vs in knots.items()}
+        broad = self.broadening if isinstance(self.broadening, tuple) else None
+        if broad is not None and "veldisp" not in prior.all_names:
+            raise ValueError("`broadening` needs a `veldisp` parameter in the prior")
+        self.physics = RestFrame(wavelength, rest, _z_range(prior),
+                                 *(broad if broad else (None, 0.0)))
+        if feature_names is None:
+            shape = [n for n in prior.all_names if n not in _OUTSIDE]
+            feature_names = [("log_age" if n == "age_frac" else n) for n in shape]
+            if {"age_frac", "log_tau"} <= set(shape):  # the delayed-τ SFH's e^(−age/τ)
+                feature_names += ["age/tau", "log_mass_weighted_age"]
+            feature_names += [f"{n}>{k:g}" for n, ks in self.knots.items() for k in ks]
+        self.feature_names = list(feature_names)
+        f = len(self.feature_names)
+        # the decoder sees the shape features except what the physics layer applies
+        self._decoder_idx = [j for j, n in enumerate(self.feature_names)
+                             if not (broad and n == "veldisp")]
+        self.decoder_names = [self.feature_names[j] for j in self._decoder_idx]
+        self.register_buffer("feature_mean", torch.zeros(f))
+        self.register_buffer("feature_std", torch.ones(f))
+        self.register_buffer("rest_error", torch.zeros(self.physics.n_rest))
+        self.register_buffer("covered_span", torch.tensor([0, self.physics.n_rest - 1]))
+        n_out = self.physics.n_rest + 2 * self.physics.margin
+        self.decoder = self._build_decoder(len(self._decoder_idx), n_out)
+        self.survival = _Derived(f, 1)
+
+    def _columns(self, theta: Tensor) -> dict[str, Tensor]:
+        cols = {n: theta[:, j] for j, n in enumerate(self.prior.names)}
+        for n, v in self.prior.fixed.items():
+            cols[n] = theta.new_full((len(theta),), v)
+        return cols
+
+    def _raw_features(self, cols: dict[str, Tensor]) -> Tensor:
+        """The decoder's inputs by name: parameters, log10 age (Gyr), age/τ, hinges x>k."""
+        if "age_frac" in cols:
+            age = self.physics.age(cols["redshift"], cols["age_frac"]).to(cols["age_frac"])
+        out = []
+        for name in self.feature_names:
+            if name == "log_age":
+                out.append(torch.log10(age))
+            elif name == "age/tau":
+                # young stars (UV, lines) scale as e^(−age/τ): linear in age/τ until negligible
+                out.append(_SOFT_CLIP * torch.tanh(age / 10 ** cols["log_tau"] / _SOFT_CLIP))
+            elif name == "log_mass_weighted_age":
+                out.append(torch.log10(_mass_weighted_age(age, 10 ** cols["log_tau"])))
+            elif ">" in name:
+                param, knot = name.split(">")
+                out.append(torch.relu(cols[param] - float(knot)))
+            else:
+                out.append(cols[name])
+        return torch.stack(out, 1).float()
+
+    def _require(self) -> None:
+        if self.prior is None:
+            raise ValueError(f"this {type(self).__name__} is not fitted; call .fit(train_set) "
+                             "or load a saved one with ss.load(path)")
+
+    # ------------------------------------------------------------------ forward
+    def features(self, theta: Tensor) -> Tensor:
+        """Standardised shape features (B, f) of θ (B, d)."""
+        x = self._raw_features(self._columns(theta))
+        return (x - self.feature_mean) / self.feature_std
+
+    def _veldisp(self, cols: dict[str, Tensor]) -> Tensor | None:
+        return cols["veldisp"] if self.physics.margin else None
+
+    def log_rest(self, theta: Tensor) -> Tensor:
+        """ln rest-frame L_λ per M☉ formed on the rest grid (B, n_rest), in L☉/Å."""
+        cols = self._columns(theta)
+        x = (self._raw_features(cols) - self.feature_mean) / self.feature_std
+        return self.observable(self.decoder(x[:, self._decoder_idx]), self._veldisp(cols))
+
+    def forward(self, theta: Tensor) -> Tensor:
+        """θ (B, d) in the prior's order → observed flux (B, npix), differentiable.
+
+        θ may be float32 or float64 (the redshift then keeps float64 precision); the
+        flux is float32.
+        """
+        cols = self._columns(theta)
+        x = (self._raw_features(cols) - self.feature_mean) / self.feature_std
+        out = self.decoder(x[:, self._decoder_idx])
+        if self.physics.margin:
+            out = self._pad(out)
+        return self.physics(out, cols["redshift"], cols["log_mformed"], self._veldisp(cols))
+
+    def log_mstar(self, theta: Tensor) -> Tensor:
+        """log10 surviving stellar mass (B,): log_mformed + the learned log10(surviving/formed)."""
+        cols = self._columns(theta)
+        return cols["log_mformed"] + self.survival(self._raw_features(cols))[:, 0].to(theta)
+
+    def fractional_error(self, redshift: Tensor) -> Tensor:
+        """The emulator's 1σ fractional error per observed pixel (B, npix) at ``redshift``."""
+        var = self.rest_error.double()[None].expand(len(redshift), -1) ** 2
+        return self.physics.shift(var, redshift).clamp(min=0).sqrt()
+
+    # -------------------------------------------------------------- numpy path
+    def _theta(self, theta: Any) -> Tensor:
+        self._require()
+        t = self.prior.check(theta)
+        if "redshift" in self.prior.names:
+            self.physics.check_redshift(t[:, self.prior.names.index("redshift")])
+        return torch.as_tensor(t, dtype=torch.float32, device=self.device)
+
+    @torch.no_grad()
+    def predict(self, theta: Any, batch_size: int = 2048) -> np.ndarray:
+        """Noiseless observed flux (n, npix) for θ (n, d) or (d,) in the prior's order.
+
+        ``emu.compile()`` (torch's ``Module.compile``) first makes batched prediction
+        about 15× faster on a CPU, after a one-off compilation of 10-40 s.
+
+        Raises:
+            ValueError: θ of the wrong shape, NaN, or outside the prior.
+        """
+        t = self._theta(theta)
+        out = np.concatenate([self(t[i : i + batch_size]).cpu().numpy()
+                              for i in range(0, len(t), batch_size)])
+        return out[0] if np.ndim(theta) == 1 else out
+
+    @torch.no_grad()
+    def predict_derived(self, theta: Any) -> dict[str, np.ndarray]:
+        """``log_mstar`` and ``age`` (Gyr) for θ (n, d): what bagpipes returns besides flux."""
+        t = self._theta(theta)
+        cols = self._columns(t)
+        age = self.physics.age(cols["redshift"], cols["age_frac"]) if "age_frac" in cols else None
+        out = {"log_mstar": self.log_mstar(t).double().cpu().numpy()}
+        if age is not None:
+            out["age"] = age.cpu().numpy()
+        return out
+
+    # --------------------------------------------------------------------- fit
+    def fit(self, train_set: SpectraSet, max_spectra: int | None = None) -> Emulator:
+        """Fit to a simulated SpectraSet: noiseless flux, every prior parameter, ``log_mstar``.
+
+        Args:
+            train_set: e.g. ``ss.SpectraSet.read("train.h5")``; its ``prior`` attribute
+                (else the default prior) fixes θ's order and range.
+            max_spectra: use only the first ``max_spectra`` rows.
+        """
+        if not isinstance(train_set, SpectraSet):
+            raise ValueError("fit takes a SpectraSet (e.g. ss.SpectraSet.read('train.h5'))")
+        if train_set.flux_noiseless is None:
+            raise ValueError("the training set has no noiseless flux (/raw/spec_noiseless); "
+                             "simulate one with ss.simulate or `specsbi simulate`")
+        data = train_set if max_spectra is None else train_set[:max_spectra]
+        if len(data) < 50:
+            raise ValueError(f"need at least 50 training spectra; got {len(data)}")
+        prior_doc = data.attrs.get("prior")
+        prior = Prior.from_json(prior_doc) if prior_doc else default_prior()
+        missing = [n for n in [*prior.names, "log_mstar"] if n not in data.params]
+        if missing:
+            raise ValueError(f"the training set lacks parameter(s) {missing}; it has "
+                             f"{sorted(data.params)}")
+        sim = data.attrs.get("simulator") or {}
+        bagpipes = isinstance(sim, dict) and sim.get("class") == "BagpipesSimulator"
+        self.bagpipes = bagpipes
+        wl = data.wavelength
+        z_range = _z_range(prior)
+        rest = trim_rest_wavelength(self._rest_grid(wl, z_range, sim if bagpipes else None),
+                                    wl, z_range)
+        knots = self.knots if isinstance(self.knots, dict) else (
+            _bagpipes_knots(prior) if bagpipes else {})
+        if self.broadening == "auto":
+            v = prior.ranges.get("veldisp", (prior.fixed.get("veldisp"),) * 2)[1]
+            self.broadening = ((3e5 / float(sim.get("R_spec", 1000.0)) / 2, float(v))
+                               if bagpipes and v is not None else None)
+        torch.manual_seed(self.seed)
+        self._build(prior, wl, rest, knots)
+        theta = prior.check(np.stack([data.params[n] for n in prior.names], 1))
+        z = prior.to_dict(theta)["redshift"]
+        log_m = prior.to_dict(theta)["log_mformed"]
+        lum, covered = self.physics.to_rest(data.flux_noiseless, z, log_m)
+        covered &= lum > 0
+        seen = np.nonzero(covered.any(0))[0]
+        self.covered_span.copy_(torch.tensor([seen[0], seen[-1]]))
+        self._span = None
+        log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)
+        del lum
+        t = torch.as_tensor(theta, dtype=torch.float32)
+        cols = self._columns(t)
+        raw = self._raw_features(cols)
+        veldisp = (cols["veldisp"] if "veldisp" in cols else torch.zeros(len(t))).to(self.device)
+        self.feature_mean.copy_(raw.mean(0))
+        self.feature_std.copy_(torch.where(raw.std(0) > 1e-6, raw.std(0), 1.0))
+        surv = torch.as_tensor(data.params["log_mstar"] - log_m, dtype=torch.float32)[:, None]
+        self.survival.fit(raw, surv, self.seed, self.progress)
+        self.to(self.device)
+        x = ((raw - self.feature_mean.cpu()) / self.feature_std.cpu()).to(self.device)
+        covered_t = torch.as_tensor(covered, device=self.device)
+        x_dec = x[:, self._decoder_idx]
+        self.history = self._fit_decoder(x_dec, log_rest.to(self.device), covered_t, veldisp)
+        self._validate(x_dec, log_rest, covered_t, veldisp, raw, surv)
+        self.data_info = {"n": len(data), "attrs": {k: data.attrs.get(k) for k in
+                                                     ("simulator", "seed", "prior", "noise")}}
+        self.eval()
+        return self
+
+    def _rest_grid(self, wl: np.ndarray, z_range: tuple[float, float], sim: dict | None
+                   ) -> np.ndarray:
+        if not isinstance(self.rest_grid, str):
+            return self.rest_grid
+        if sim is not None:
+            return bagpipes_rest_wavelength(wl, float(sim.get("R_spec", 1000.0)))
+        step = float(np.log10(wl[-1] / wl[0]) / (len(wl) - 1))
+        return log_rest_wavelength(wl, z_range, step / 2)
+
+    @torch.no_grad()
+    def _validate(self, x: Tensor, log_rest: Tensor, covered: Tensor, veldisp: Tensor,
+                  raw: Tensor, surv: Tensor) -> None:
+        """Emulator error on the validation rows of the decoder's fit (same split)."""
+        val, _ = split(len(x), self.train_config, self.seed)
+        val = val[:5000]
+        self.eval()
+        pred = self.observable(self.decoder(x[val]), veldisp[val]).cpu()
+        err = (pred - log_rest[val]).abs()
+        cov = covered[val].cpu()
+        n = cov.sum(0).clamp(min=1)
+        rms = ((err**2 * cov).sum(0) / n).sqrt()
+        rms = torch.where(cov.sum(0) > 0, rms, rms[cov.sum(0) > 0].max())
+        self.rest_error.copy_(rms.to(self.rest_error))
+        frac = torch.expm1(err[cov]).abs()  # |Δf|/f of the rest-frame spectrum
+        q = torch.quantile(frac[torch.randperm(len(frac))[:2_000_000]].double(),
+                           torch.tensor([0.5, 0.68, 0.95, 0.99], dtype=torch.float64))
+        d_surv = (self.survival(raw[val].to(self.device)).cpu() - surv[val]).abs()
+        self.metrics = {
+            "validation_rows": len(val),
+            "rest_frac_error_p50_p68_p95_p99": [float(v) for v in q],
+            "log_mstar_rms_dex": float(d_surv.pow(2).mean().sqrt()),
+        }
+        log.info("emulator validation: %s", self.metrics)
+
+    # ----------------------------------------------------------------- adapter
+    def as_simulator(self, model: str | None = None) -> Any:
+        """This emulator as a :class:`~specsbi.simulators.Simulator` for ``ss.simulate``."""
+        from .simulator import EmulatorSimulator
+
+        return EmulatorSimulator(self, model)
+
+    # --------------------------------------------------------------- save/load
+    def card(self) -> dict[str, Any]:
+        """The JSON model card."""
+        self._require()
+        grid = self.physics.rest_wavelength.numpy()
+        return {
+            "class": type(self).__name__,
+            "hyper": self._hyper(),
+            "train_config": dataclasses.asdict(self.train_config),
+            "prior": self.prior.to_json(),
+            "parameter_names": self.prior.names,
+            "derived_names": ["log_mstar", "age"],
+            "feature_names": self.feature_names,
+            "knots": self.knots,
+            "broadening": ([self.physics.kms_per_pixel, self.physics.max_veldisp]
+                           if self.physics.margin else None),
+            "z_range": list(self.physics.z_range),
+            "wavelength": {"n": self.physics.npix,
+                           "start": float(self.physics.wavelength[0]),
+                           "end": float(self.physics.wavelength[-1])},
+            "rest_wavelength": {"n": len(grid), "start": float(grid[0]),
+                                "end": float(grid[-1])},
+            "preprocessing": "ln rest-frame L_λ per M☉ formed (observed noiseless flux ÷ "
+                             "1e17 L☉/(4π d_L²(1+z)) ÷ 10^log_mformed, rest pixels that hold "
+                             "whole observed pixels); features standardised",
+            "seed": self.seed,
+            "training_data": self.data_info,
+            "validation": {**self.metrics,
+                           **({} if self.history is None else self.history.summary())},
+        }
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Save as a model folder: weights (safetensors) + JSON card; ``ss.load`` reads it."""
+        self._require()
+        return write_model(path, self.card(), self.state_dict(), overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Emulator:
+        """Load a folder written by :meth:`save`."""
+        card, state = read_model(path)
+        kind = card.get("class")
+        if kind not in EMULATORS or not issubclass(EMULATORS[kind], cls):
+            raise ValueError(f"{path} holds a {kind!r}, not a {cls.__name__}")
+        return EMULATORS[kind].from_card(card, state, device)
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any], state: dict[str, Tensor],
+                  device: str = "cpu") -> Emulator:
+        """Rebuild from a card and its weights (what :func:`specsbi.load` calls)."""
+        cfg = TrainConfig(**card["train_config"]) if card.get("train_config") else None
+        model = cls(**card.get("hyper", {}), knots=card.get("knots") or {},
+                    broadening=card.get("broadening") or None, train_config=cfg,
+                    device=device, seed=card.get("seed", 0), progress=False)
+        model._build(Prior.from_json(card["prior"]), state["physics.wavelength"].numpy(),
+                     state["physics.rest_wavelength"].numpy(), card.get("knots") or {},
+                     card.get("feature_names"))
+        model.load_state_dict(state)
+        model.metrics = dict(card.get("validation") or {})
+        model.data_info = card.get("training_data", {})
+        return model.to(model.device).eval()
+
+
+def _mass_weighted_age(age: Tensor, tau: Tensor) -> Tensor:
+    """Mean age of the stars of a delayed-τ history SFR ∝ t e^(−t/τ) begun ``age`` ago.
+
+    With x = age/τ the mean time since the start is τ γ(3, x) / γ(2, x) (lower
+    incomplete gamma functions): 2 age/3 for x → 0 and 2τ for x → ∞.
+    """
+    x = (age / tau).double().clamp(min=1e-3)
+    e = torch.exp(-x)
+    g2 = -torch.expm1(-x) - x * e  # γ(2, x) = 1 − e^(−x)(1 + x)
+    g3 = 2 * g2 - x**2 * e  # γ(3, x) = 2 γ(2, x) − x² e^(−x)
+    return (age.double() - tau.double() * g3 / g2).to(age.dtype)
+
+
+def _z_range(prior: Prior) -> tuple[float, float]:
+    """The redshifts an emulator serves: the prior's range (a little around a fixed value)."""
+    if "redshift" in prior.ranges:
+        return prior.ranges["redshift"]
+    z = prior.fixed["redshift"]
+    return max(z - 1e-3, 0.0), z + 1e-3
+
+
+def _bagpipes_knots(prior: Prior) -> dict[str, list[float]]:
+    """bagpipes' metallicity and log_u grids inside the prior (it interpolates linearly)."""
+    grids = {"metallicity": [0.005, 0.02, 0.2, 0.4, 1.0, 2.5, 5.0],
+             "log_u": [-4.0, -3.5, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0]}
+    out = {}
+    for name, grid in grids.items():
+        if name in prior.ranges:
+            lo, hi = prior.ranges[name]
+            inner = [g for g in grid if lo + 1e-9 < g < hi - 1e-9]
+            if inner:
+                out[name] = inner
+    return out

@@ -1,0 +1,252 @@
+"""Emulators: the shared physics layer (exact redshift, distance, mass), PCAEmulator, files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import specsbi as ss
+from specsbi.cosmology import luminosity_distance_cm
+from specsbi.emulators import (
+    EmulatorSimulator,
+    PCAEmulator,
+    RestFrame,
+    bagpipes_rest_wavelength,
+    log_rest_wavelength,
+)
+from specsbi.emulators.physics import FLUX_UNIT, L_SUN, MPC_CM, trim_rest_wavelength
+
+WL = ss.sdss_wavelength()
+Z_RANGE = (0.01, 0.5)
+
+
+@pytest.fixture(scope="module")
+def layer() -> RestFrame:
+    """The physics layer on bagpipes' own rest grid (coarser than the SDSS pixels)."""
+    return RestFrame(WL, trim_rest_wavelength(bagpipes_rest_wavelength(WL), WL, Z_RANGE))
+
+
+@pytest.fixture(scope="module")
+def toy_train() -> ss.SpectraSet:
+    return ss.simulate(ss.ToySimulator(), ss.default_prior(), n=300, seed=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def emulator(toy_train) -> PCAEmulator:
+    cfg = ss.TrainConfig(batch_size=64, lr=3e-3, max_epochs=8, patience=8)
+    return PCAEmulator(n_components=8, hidden=32, layers=2, train_config=cfg,
+                       progress=False).fit(toy_train)
+
+
+def test_bagpipes_grid_is_geometric_and_covers_the_prior(layer):
+    w = layer.rest_wavelength.numpy()
+    assert np.allclose(w[1:] / w[:-1], 1.0005, rtol=1e-12)
+    assert w[0] < WL[0] / 1.5 and w[-1] > WL[-1] / 1.01
+    assert layer.fast  # bagpipes' pixels are wider than SDSS's: the two-point path
+
+
+def test_round_trip_rest_to_observed_to_rest_is_exact(layer):
+    rng = np.random.default_rng(0)
+    rest = np.exp(rng.normal(size=(3, layer.n_rest)))
+    z = np.array([0.013, 0.21, 0.49])
+    log_m = np.array([9.5, 10.0, 11.7])
+    flux = layer(torch.as_tensor(np.log(rest)), torch.as_tensor(z), torch.as_tensor(log_m))
+    back, covered = layer.to_rest(flux.numpy(), z, log_m)
+    assert covered.sum(1).min() > 1700  # each spectrum sees ~1769 of bagpipes' pixels
+    np.testing.assert_allclose(back[covered], rest[covered], rtol=1e-9)
+
+
+def test_fast_path_equals_the_cumulative_integral(layer):
+    rng = np.random.default_rng(1)
+    rest = torch.as_tensor(np.exp(rng.normal(size=(4, layer.n_rest))))
+    z = torch.tensor([0.01, 0.1234, 0.3, 0.5], dtype=torch.float64)
+    fast = layer.shift(rest, z)
+    layer.fast = False
+    try:
+        slow = layer.shift(rest, z)
+    finally:
+        layer.fast = True
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=5e-6)  # float32 weights
+
+
+def test_redshift_moves_a_feature_by_log10_1pz_over_the_step(layer):
+    """A rest-frame feature lands log10(1 + z) / 1e-4 pixels further at redshift z."""
+    w = layer.rest_wavelength.numpy()
+    rest = np.ones((2, layer.n_rest))
+    k = int(np.searchsorted(w, 4000.0))
+    rest[:, k] = 50.0  # one bright rest pixel
+    z = np.array([0.05, 0.37])
+    flux = layer(torch.as_tensor(np.log(rest)), torch.as_tensor(z),
+                 torch.zeros(2, dtype=torch.float64)).numpy()
+    line = flux - np.median(flux, axis=1, keepdims=True)
+    centre = (line * np.arange(len(WL))).sum(1) / line.sum(1)
+    expected = np.log10(w[k] * (1 + z) / WL[0]) / 1e-4
+    np.testing.assert_allclose(centre, expected, atol=0.05)  # (sampling of one box)
+    assert abs((centre[1] - centre[0]) - np.log10(1.37 / 1.05) / 1e-4) < 0.05
+
+
+def test_flux_scales_with_mass_and_distance(layer):
+    rest = torch.zeros(3, layer.n_rest, dtype=torch.float64)  # ln L = 0: 1 L☉/Å per M☉
+    z = torch.tensor([0.1, 0.1, 0.4], dtype=torch.float64)
+    log_m = torch.tensor([10.0, 10.5, 10.0], dtype=torch.float64)
+    flux = layer(rest, z, log_m).numpy()
+    np.testing.assert_allclose(flux[1] / flux[0], 10**0.5, rtol=1e-12)
+    d_l = luminosity_distance_cm(z.numpy()) * MPC_CM / 3.0856775814913673e24
+    expected = 1e10 * FLUX_UNIT * L_SUN / (4 * np.pi * d_l**2 * (1 + z.numpy()))
+    np.testing.assert_allclose(flux[[0, 2], 1000], expected[[0, 2]], rtol=1e-4)
+    assert flux[2, 1000] / flux[0, 1000] < 0.1  # four times farther, ≈ 1/16 the flux
+
+
+def test_age_is_the_fraction_of_the_age_of_the_universe(layer):
+    z = torch.tensor([0.0, 0.5], dtype=torch.float64)
+    age = layer.age(z, torch.tensor([1.0, 0.5], dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(age, [13.467, 0.5 * 8.42], rtol=2e-3)
+
+
+def test_redshift_gradient_matches_finite_differences(layer):
+    rng = np.random.default_rng(2)
+    rest = torch.as_tensor(rng.normal(size=(1, layer.n_rest)))
+    weights = torch.as_tensor(rng.normal(size=(1, len(WL))))
+    f = lambda zz: (layer(rest, zz, torch.tensor([10.0], dtype=torch.float64))  # noqa: E731
+                    * weights).sum()
+    grads = []
+    for fast in (True, False):  # float32 two-point mix; float64 cumulative integral
+        layer.fast = fast
+        try:
+            z = torch.tensor([0.2037], dtype=torch.float64, requires_grad=True)  # off the table
+            f(z).backward()
+            grads.append(z.grad[0])
+            if not fast:
+                h = 1e-9  # (almost) inside one linear piece
+                numeric = (f(z.detach() + h) - f(z.detach() - h)) / (2 * h)
+        finally:
+            layer.fast = True
+    assert torch.isclose(grads[1], numeric, rtol=1e-4)
+    assert torch.isclose(grads[0], grads[1], rtol=1e-4)
+
+
+def test_rest_grid_that_misses_the_range_is_refused():
+    with pytest.raises(ValueError, match="does not cover"):
+        RestFrame(WL, log_rest_wavelength(WL, (0.0, 0.1)), z_range=(0.0, 0.5))
+    with pytest.raises(ValueError, match="z_range"):
+        RestFrame(WL, bagpipes_rest_wavelength(WL), z_range=(0.3, 0.1))
+
+
+def test_fit_predict_shapes_and_derived(emulator, toy_train):
+    theta = np.stack([toy_train.params[n] for n in emulator.prior.names], 1)[:5]
+    flux = emulator.predict(theta)
+    assert flux.shape == (5, len(WL)) and np.isfinite(flux).all() and (flux > 0).all()
+    assert emulator.predict(theta[0]).shape == (len(WL),)
+    derived = emulator.predict_derived(theta)
+    np.testing.assert_allclose(derived["age"], toy_train.params["age"][:5], rtol=2e-3)
+    assert np.abs(derived["log_mstar"] - toy_train.params["log_mstar"][:5]).max() < 0.1
+    q = emulator.metrics["rest_frac_error_p50_p68_p95_p99"]
+    assert q == sorted(q) and q[1] < 0.5  # a rough fit after 8 epochs, but a fit
+    err = emulator.fractional_error(torch.tensor([0.1, 0.3])).numpy()
+    assert err.shape == (2, len(WL)) and (err > 0).all()
+
+
+def test_emulator_is_exact_in_redshift_and_mass(emulator):
+    """Same age in Gyr at two redshifts → the same rest spectrum, only moved and dimmed."""
+    names = emulator.prior.names
+    theta = emulator.prior.draw(2, seed=4)
+    theta[1] = theta[0]
+    theta[1, names.index("redshift")] = 0.3
+    t_univ = [float(emulator.physics.age(torch.tensor([z], dtype=torch.float64),
+                                         torch.tensor([1.0], dtype=torch.float64)))
+              for z in theta[:, names.index("redshift")]]
+    theta[1, names.index("age_frac")] = theta[0, names.index("age_frac")] * t_univ[0] / t_univ[1]
+    t = torch.as_tensor(theta, dtype=torch.float32)
+    with torch.no_grad():
+        rest = emulator.log_rest(t)
+    np.testing.assert_allclose(rest[0].numpy(), rest[1].numpy(), atol=1e-4)
+    heavier = theta[:1].copy()
+    heavier[0, names.index("log_mformed")] += 0.3
+    ratio = emulator.predict(heavier) / emulator.predict(theta[:1])
+    np.testing.assert_allclose(ratio, 10**0.3, rtol=1e-5)
+
+
+def test_torch_path_is_differentiable(emulator):
+    theta = torch.as_tensor(emulator.prior.draw(3, seed=5), dtype=torch.float32)
+    theta.requires_grad_(True)
+    emulator(theta).sum().backward()
+    grad = theta.grad
+    assert torch.isfinite(grad).all()
+    names = emulator.prior.names
+    assert (grad[:, names.index("log_mformed")] > 0).all()  # more mass, more flux
+    assert (grad[:, names.index("redshift")] != 0).all()
+
+
+def test_save_load_round_trip(emulator, tmp_path):
+    path = emulator.save(tmp_path / "emu")
+    again = ss.load(path)
+    assert isinstance(again, PCAEmulator)
+    theta = emulator.prior.draw(4, seed=6)
+    np.testing.assert_array_equal(again.predict(theta), emulator.predict(theta))
+    np.testing.assert_array_equal(again.predict_derived(theta)["log_mstar"],
+                                  emulator.predict_derived(theta)["log_mstar"])
+    assert again.metrics["rest_frac_error_p50_p68_p95_p99"] == \
+        emulator.metrics["rest_frac_error_p50_p68_p95_p99"]
+    with pytest.raises(FileExistsError):
+        emulator.save(path)
+
+
+def test_emulated_training_set(emulator):
+    sim = EmulatorSimulator(emulator)
+    data = ss.simulate(sim, emulator.prior, n=20, seed=2, progress=False)
+    assert data.flux.shape == (20, len(WL)) and "log_mstar" in data.params
+    theta = np.stack([data.params[n] for n in emulator.prior.names], 1)
+    np.testing.assert_allclose(data.flux_noiseless, emulator.predict(theta), rtol=1e-6)
+    assert data.attrs["simulator"]["emulator"] == "PCAEmulator"
+
+
+def test_bad_inputs(emulator, toy_train):
+    with pytest.raises(ValueError, match="shape"):
+        emulator.predict(np.zeros((2, 3)))
+    theta = emulator.prior.draw(1, seed=0)
+    theta[0, 1] = 0.9  # redshift beyond the prior
+    with pytest.raises(ValueError, match="outside the prior"):
+        emulator.predict(theta)
+    with pytest.raises(ValueError, match="not fitted"):
+        PCAEmulator().predict(theta)
+    with pytest.raises(ValueError, match="n_components"):
+        PCAEmulator(n_components=0)
+    with pytest.raises(ValueError, match="linear"):
+        PCAEmulator(linear="av")
+    with pytest.raises(ValueError, match="noiseless"):
+        PCAEmulator().fit(ss.SpectraSet(WL, toy_train.flux[:60], toy_train.err[:60]))
+    with pytest.raises(ValueError, match="SpectraSet"):
+        PCAEmulator().fit(toy_train.flux)
+    with pytest.raises(ValueError, match="at least 50"):
+        PCAEmulator().fit(toy_train[:10])
+
+
+def test_cli_train_and_simulate(tmp_path, capsys):
+    from specsbi.cli import main
+
+    data = tmp_path / "toy.h5"
+    assert main(["simulate", "--n", "120", "--out", str(data), "--simulator", "toy",
+                 "--no-progress", "--seed", "2"]) == 0
+    model = tmp_path / "emu"
+    assert main(["train", "emulator", "pca", "--data", str(data), "--out", str(model),
+                 "--components", "6", "--epochs", "2", "--no-progress"]) == 0
+    assert "saved emulator (pca)" in capsys.readouterr().out
+    out = tmp_path / "emulated.h5"
+    assert main(["simulate", "--emulator", str(model), "--n", "30", "--out", str(out),
+                 "--no-progress", "--range", "redshift=0.1,0.2"]) == 0
+    emulated = ss.SpectraSet.read(out)
+    assert emulated.flux.shape == (30, len(WL)) and emulated.flux_noiseless is not None
+    assert emulated.params["redshift"].min() >= 0.1 and emulated.params["redshift"].max() <= 0.2
+    assert emulated.attrs["simulator"]["class"] == "EmulatorSimulator"
+    for argv, message in [
+        (["train", "emulator", "vae", "--data", str(data), "--out", str(tmp_path / "v")],
+         "pca"),
+        (["simulate", "--emulator", str(data), "--n", "3", "--out", str(tmp_path / "x.h5")],
+         "not a specsbi model"),
+        (["simulate", "--emulator", str(model), "--n", "3", "--out", str(tmp_path / "y.h5"),
+          "--range", "redshift=0.0,0.9"], "trained range"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err

@@ -1,0 +1,151 @@
+"""MCMC: the shared emcee runner and the emulator likelihood recover known answers."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor, nn
+
+import specsbi as ss
+from specsbi.emulators import Emulator, bagpipes_rest_wavelength
+from specsbi.emulators.physics import trim_rest_wavelength
+from specsbi.mcmc import gaussian_log_likelihood, log_posterior, run_emcee, sample
+from specsbi.posterior import Posterior
+
+WL = 10 ** np.arange(np.log10(4200.0), np.log10(4900.0), 1e-4)
+PRIOR = ss.Prior({"log_mformed": (9.5, 11.5), "redshift": (0.05, 0.15)},
+                 fixed={"metallicity": 1.0})
+TRUTH = np.array([10.3, 0.0987])
+
+
+class _Lines(nn.Module):
+    """ln L: a sloped continuum with Gaussian absorption lines (no parameters to learn)."""
+
+    def __init__(self, rest: np.ndarray) -> None:
+        super().__init__()
+        ln = -0.5 * ((rest - 4500.0) / 900.0) ** 2 - 8.0
+        for centre in (3934.8, 3969.6, 4102.9, 4305.0, 4341.7, 4500.0):
+            ln = ln - 0.6 * np.exp(-0.5 * ((rest - centre) / 2.5) ** 2)
+        self.register_buffer("base", torch.as_tensor(ln, dtype=torch.float32))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base.expand(len(x), -1)
+
+
+class _LineEmulator(Emulator):
+    """An analytic 'emulator' through the real physics layer: known spectra, no training."""
+
+    def _build_decoder(self, n_features: int, n_rest: int) -> nn.Module:
+        return _Lines(self.physics.rest_wavelength.numpy())
+
+
+@pytest.fixture(scope="module")
+def emulator() -> _LineEmulator:
+    emu = _LineEmulator(progress=False)
+    rest = trim_rest_wavelength(bagpipes_rest_wavelength(WL), WL, (0.05, 0.15))
+    emu._build(PRIOR, WL, rest, knots={})
+    return emu.eval()
+
+
+@pytest.fixture(scope="module")
+def observed(emulator) -> ss.Spectrum:
+    flux = emulator.predict(TRUTH)
+    err = np.full_like(flux, np.median(flux) / 20)  # S/N 20
+    noisy = flux + err * np.random.default_rng(0).standard_normal(len(flux))
+    return ss.Spectrum(WL, noisy, err, np.zeros(len(WL), bool), {"redshift": TRUTH[1]})
+
+
+def _fisher_sigma(emulator, err) -> np.ndarray:
+    """σ of each parameter from the Fisher matrix, by central differences of the model."""
+    steps = np.array([1e-3, 1e-6])
+    jac = []
+    for k, h in enumerate(steps):
+        up, down = TRUTH.copy(), TRUTH.copy()
+        up[k] += h
+        down[k] -= h
+        jac.append((emulator.predict(up).astype(np.float64)
+                    - emulator.predict(down)) / (2 * h))
+    jac = np.array(jac)
+    return np.sqrt(np.diag(np.linalg.inv(jac / err**2 @ jac.T)))
+
+
+def test_emulator_likelihood_recovers_known_parameters(emulator, observed):
+    post = sample(emulator, observed, n_steps=2500, emulator_error=False, seed=1,
+                  progress=False)
+    assert isinstance(post, Posterior)
+    assert post.names == ["log_mformed", "redshift", "log_mstar"]
+    draws = post.sample(1000)
+    assert draws.shape == (1000, 3)
+    sigma = _fisher_sigma(emulator, observed.err)
+    mean, std = draws[:, :2].mean(0), draws[:, :2].std(0)
+    assert np.all(np.abs(mean - TRUTH) < 4 * sigma), (mean, TRUTH, sigma)
+    np.testing.assert_allclose(std, sigma, rtol=0.2)
+    assert sigma[1] < 3e-5  # the redshift is pinned at a fraction of a pixel
+    d = post.diagnostics
+    assert d["converged"] and d["init"] == "optimize" and 0.2 < d["acceptance_fraction"] < 0.8
+
+
+def test_start_from_posterior_draws_and_batches(emulator, observed):
+    rng = np.random.default_rng(3)
+    draws = TRUTH + rng.normal(size=(400, 2)) * [0.01, 2e-5]
+    npe = Posterior(None, torch.zeros(1, 3), PRIOR.names, None,
+                    samples=torch.as_tensor(draws, dtype=torch.float32)[None], single=True)
+    post = sample(emulator, observed, init=npe, n_steps=300, progress=False)
+    assert post.diagnostics["init"] == "posterior draws"
+    assert abs(post.summary()["redshift"]["median"] - TRUTH[1]) < 1e-4
+    two = ss.SpectraSet.concat([observed.as_set(), observed.as_set()])
+    batch = sample(emulator, two, n_steps=150, progress=False)
+    assert batch.sample(50).shape == (2, 50, 3)
+    assert len(batch.diagnostics["per_observation"]) == 2
+
+
+def test_short_chain_warns_and_long_chain_converges(caplog):
+    cov = np.array([[1.0, 0.8], [0.8, 1.0]])
+    prec = np.linalg.inv(cov)
+
+    def log_prob(x: np.ndarray) -> np.ndarray:
+        return -0.5 * np.einsum("ni,ij,nj->n", x, prec, x)
+
+    init = np.random.default_rng(0).normal(size=(64, 2))
+    with caplog.at_level(logging.WARNING, logger="specsbi.mcmc"):
+        _, diag = run_emcee(log_prob, init, n_samples=100, n_steps=40, seed=0)
+    assert not diag["converged"]
+    assert "may not have converged" in caplog.text
+    theta, diag = run_emcee(log_prob, init, n_samples=4000, n_steps=3000, seed=0)
+    assert diag["converged"]
+    np.testing.assert_allclose(theta.mean(0), 0.0, atol=0.12)
+    np.testing.assert_allclose(np.cov(theta.T), cov, atol=0.12)
+
+
+def test_log_posterior_skips_the_likelihood_outside_the_prior():
+    def like(theta: Tensor) -> Tensor:
+        assert PRIOR.log_prob(theta).isfinite().all(), "likelihood called outside the prior"
+        return -theta[:, 0]
+
+    fn = log_posterior(like, PRIOR)
+    out = fn(torch.tensor([[10.0, 0.1], [13.0, 0.1], [10.0, 0.01]]))
+    assert torch.isfinite(out[0]) and torch.isinf(out[1:]).all()
+
+
+def test_gaussian_log_likelihood_known_value():
+    model = torch.tensor([[1.0, 2.0], [1.0, 3.0]])
+    flux, var = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0])
+    lp = gaussian_log_likelihood(model, flux, var)
+    expected = -0.5 * (np.log(2 * np.pi) + np.log(8 * np.pi))
+    np.testing.assert_allclose(lp.numpy(), [expected, expected - 0.125])
+    with_err = gaussian_log_likelihood(model, flux, var, torch.tensor([0.5, 0.0]))
+    assert with_err[0] < lp[0]  # a model error widens (and normalises) the likelihood
+
+
+def test_bad_inputs(emulator, observed):
+    with pytest.raises(ValueError, match="init"):
+        sample(emulator, observed, init="nope")
+    with pytest.raises(ValueError, match="differ"):
+        sample(emulator, observed, prior=ss.default_prior())
+    with pytest.raises(ValueError, match="Spectrum"):
+        sample(emulator, observed.flux)
+    with pytest.raises(ValueError, match="select"):
+        run_emcee(lambda x: -x.sum(1), np.zeros((40, 2)), select="all")
