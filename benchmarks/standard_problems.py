@@ -31,7 +31,7 @@ independent reference draws: what a perfect method would score at this sample si
 Run from the repository root; prints one JSON object to stdout, writes it to --out,
 and a Markdown table to stderr:
 
-    nice -n 10 python benchmarks/standard_problems.py           # about 35 min on 2 busy cores
+    nice -n 10 python benchmarks/standard_problems.py           # 21 to 40 min on 2 busy cores
     nice -n 10 python benchmarks/standard_problems.py --quick   # smoke test, about 2 min
 """
 
