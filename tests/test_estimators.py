@@ -72,6 +72,65 @@ def test_bad_observations_and_theta(variant):
         _npe(variant).posterior(x[0])
 
 
+def test_bad_input_to_a_batch_posterior_and_sbi_calls():
+    theta, x = _data()
+    post = _npe().fit(theta, x, prior=PRIOR).posterior(x[:3])
+    with pytest.raises(ValueError, match="outside the prior"):
+        post.log_prob(np.array([[0.0, 1.0], [0.0, 1.0], [5.0, 1.0]]))  # one bad row of three
+    with pytest.raises(ValueError, match=r"\(3, 2\), one θ per observation"):
+        post.log_prob(theta[:2])
+    with pytest.raises(ValueError, match="3 columns"):
+        post.sample((10,), x=np.zeros(5))
+    with pytest.raises(ValueError, match="NaN"):
+        post.log_prob(theta[:1], x=np.array([0.0, np.inf, 0.0]))
+    with pytest.raises(ValueError, match="at least one sample"):
+        post.sample(0)
+
+
+@pytest.mark.parametrize("variant", ["dependent", "augmented"])
+def test_bad_input_to_a_likelihood_estimator(variant):
+    est = LikelihoodEstimator(variant=variant, hidden=16, transforms=2, train_config=FAST,
+                              progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        est.fit(np.zeros((0, 2)), np.zeros((0, 3)), prior=PRIOR)
+    theta, x = _data()
+    est.fit(theta, x, prior=PRIOR)
+    with pytest.raises(ValueError, match="3 columns"):
+        est.log_likelihood(theta[:2], np.zeros(4))
+    with pytest.raises(ValueError, match="2 columns"):
+        est.log_likelihood(np.zeros((2, 3)), x[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        est.log_likelihood(np.array([[np.nan, 1.0]]), x[0])
+    with pytest.raises(ValueError, match="NaN"):
+        est.log_likelihood(theta[:1], np.array([0.0, np.nan, 1.0]))
+    with pytest.raises(ValueError, match="3 columns"):
+        est.posterior(np.zeros(2), n_steps=10)
+    with pytest.raises(ValueError, match="1 parameters; expected 2"):
+        est.posterior(x[0], prior=Prior({"m": (-2.0, 2.0)}), n_steps=10)
+
+
+@pytest.mark.parametrize("variant", ["dependent", "augmented"])
+def test_a_fit_survives_a_bad_batch(variant):
+    theta, x = _data()
+    npe = _npe(variant)
+    calls = {"n": 0}
+    loss = npe._loss
+
+    def one_bad_batch(net, batch, gen):  # the second training batch turns NaN
+        out = loss(net, batch, gen)
+        if net.training:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                out = out * torch.nan
+        return out
+
+    npe._loss = one_bad_batch
+    npe.fit(theta, x, prior=PRIOR)
+    assert npe.history.skipped_batches == 1
+    assert np.all(np.isfinite(npe.history.val_loss))
+    assert np.isfinite(npe.posterior(x[0]).sample(50)).all()
+
+
 def test_training_skips_non_finite_batches_and_counts_them():
     net = torch.nn.Linear(1, 1)
     x = torch.linspace(-1, 1, 400)[:, None]

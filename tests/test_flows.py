@@ -48,3 +48,18 @@ def test_joint_flow_temperature_widens_theta_given_x_only():
         lp = flow.conditional_log_prob(grid, x.expand(len(grid), -1), qx.expand(len(grid)))
     assert float(lp.exp().sum() * (grid[1] - grid[0])) == pytest.approx(1.0, abs=5e-3)
     assert math.isfinite(float(lp.max()))
+
+
+def test_an_untrained_spline_flow_is_the_identity():
+    # the splines start with equal bins and unit slopes, not as random warps
+    torch.manual_seed(2)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    flow = ConditionalFlow(3, 2, kind="nsf", hidden=32, transforms=3)  # two reversals
+    y, c = 2 * torch.randn(500, 3), torch.randn(500, 2)
+    with torch.no_grad():
+        assert torch.allclose(flow.latent(y, c), y, atol=0.02)
+        assert torch.allclose(flow.log_prob(y, c), normal.log_prob(y).sum(-1), atol=0.02)
+        joint = JointFlow(2, 3, kind="nsf", hidden=32, transforms=4)
+        x = torch.randn(500, 2)
+        expected = normal.log_prob(torch.cat([x, y], -1)).sum(-1)
+        assert torch.allclose(joint.log_prob(x, y), expected, atol=0.03)
