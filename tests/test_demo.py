@@ -12,7 +12,7 @@ from toy_models import tiny_model_dir, toy_data
 
 from specsbi import SpectraSet, sdss_wavelength
 from specsbi.cli import main
-from specsbi.demo import build_example_data, data_path, run_demo
+from specsbi.demo import _load_emulator, build_example_data, data_path, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,8 @@ def test_shipped_emulator_reproduces_the_examples():
     from specsbi.models import load
 
     emu = load("default-emulator")
+    assert type(_load_emulator(None)) is type(emu)  # the demo's default band uses it
+    assert _load_emulator("none") is None
     ex = SpectraSet.read(data_path("examples.h5"))
     theta = np.stack([ex.params[n] for n in emu.param_names], 1)
     frac = np.abs(emu.predict(theta) / ex.flux_noiseless - 1)

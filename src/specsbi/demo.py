@@ -28,7 +28,7 @@ __all__ = ["build_example_data", "data_path", "run_demo"]
 
 log = logging.getLogger(__name__)
 EXAMPLES, HELDOUT = "examples.h5", "heldout.h5"
-MCMC_STEPS = 1500  # emcee steps of the demo's emulator fit for the predictive band
+MCMC_STEPS = 1000  # emcee steps of the demo's emulator fit for the predictive band
 
 
 def data_path(name: str) -> Path:
@@ -110,7 +110,7 @@ def _load_emulator(emulator: Any) -> Any:
 
     if emulator is not None and not isinstance(emulator, (str, os.PathLike)):
         return emulator
-    if str(emulator).lower() == "none":
+    if isinstance(emulator, str) and emulator.lower() == "none":
         return None
     try:
         emu = load(emulator or "default-emulator")
