@@ -257,12 +257,17 @@ class VAEEmulator(GenerativeEmulator):
     """Conditional VAE decoder as an emulator: predict decodes the latent prior's mode, z = 0.
 
     The VAE (``specsbi.generative.VAE``, ``cond_dim`` = the shape features) is trained on
-    the coefficients with fixed per-coefficient noise ``noise`` (its Gaussian
-    reconstruction term is then ½ Σ (Δc / noise)², i.e. the squared error of the ln
-    rest spectrum, the basis being orthonormal).
+    the residual coefficients with a fixed reconstruction noise ``noise`` per
+    coefficient: its Gaussian term is ½ ‖Δc / noise‖², the squared error of the ln rest
+    spectrum over the grid (the basis is orthonormal) in units of noise². θ fixes a
+    noiseless spectrum, so nothing is left for the latent to explain; with a small
+    noise the VAE still encodes the decoder's current misfit in z (which ``predict``,
+    having no spectrum to encode, cannot know), so "auto" sets noise to the residuals'
+    RMS norm, where that is worth less than the KL cost: the latent stays uninformative
+    and z = 0 decodes the conditional mean.
 
     Args:
-        noise: the reconstruction noise per coefficient (ln-flux units).
+        noise: the reconstruction noise per coefficient (ln-flux units), or "auto".
         **kwargs: those of :class:`GenerativeEmulator`.
 
     Example:
@@ -277,17 +282,20 @@ class VAEEmulator(GenerativeEmulator):
     model_class = "VAE"
     defaults = {"latent_dim": 4, "hidden": (512, 256)}
 
-    def __init__(self, noise: float = 1.0, **kwargs: Any) -> None:
-        if not (isinstance(noise, (int, float)) and noise > 0 and np.isfinite(noise)):
-            raise ValueError(f"`noise` must be a positive number; got {noise!r}")
+    def __init__(self, noise: float | str = "auto", **kwargs: Any) -> None:
+        if not (noise == "auto" or (isinstance(noise, (int, float)) and noise > 0
+                                    and np.isfinite(noise))):
+            raise ValueError(f"`noise` must be 'auto' or a positive number; got {noise!r}")
         super().__init__(**kwargs)
-        self.noise = float(noise)
+        self.noise = noise if noise == "auto" else float(noise)
 
     def _hyper(self) -> dict[str, Any]:
         return {**super()._hyper(), "noise": self.noise}
 
     def _fit_weights(self, coeff: Tensor) -> Tensor:
-        return torch.full_like(coeff, self.noise**-2)
+        noise = (coeff.pow(2).sum(1).mean().sqrt().clamp(min=1e-6) if self.noise == "auto"
+                 else self.noise)
+        return torch.full_like(coeff, 1.0) / noise**2
 
 
 class GANEmulator(GenerativeEmulator):
