@@ -118,10 +118,22 @@ def time_specsbi(model, data: ss.SpectraSet, n: int) -> float:
     return (time.perf_counter() - t0) / len(data)
 
 
+def model_name(card: dict) -> str:
+    """specsbi-VARIANT, plus the compressor and a missing embedding when not the default."""
+    name = f"specsbi-{card['variant']}"
+    if card.get("compressor", "pca") != "pca":
+        name += f"-{card['compressor']}"
+    if card["variant"] == "dependent" and not card.get("embed"):
+        name += "-no-embedding"
+    return name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True,
                         help="a trained SpectrumPosterior (repeat for several)")
+    parser.add_argument("--label", action="append",
+                        help="name of each --model in the results (default: from its card)")
     parser.add_argument("--test", required=True)
     parser.add_argument("--train", help="training set: also train and score the sbi baselines")
     parser.add_argument("--n-train", type=int, help="use only the first N training spectra")
@@ -146,16 +158,22 @@ def main() -> None:
         "specsbi": {}, "baselines": {}, "speed": {"galaxies": len(speed_set),
                                                   "samples_per_galaxy": args.n_samples},
     }
-    for path in args.model:
+    labels = args.label or []
+    if labels and len(labels) != len(args.model):
+        parser.error("give one --label per --model, or none")
+    for i, path in enumerate(args.model):
         model = ss.load(path)
         card = model.card()
-        name = f"specsbi-{card['variant']}"
+        name = labels[i] if labels else model_name(card)
+        if name in result["specsbi"]:
+            parser.error(f"two models would be reported as {name!r}: pass --label")
         t0 = time.perf_counter()
         metrics = galaxy_metrics(model.posterior(test), test.params)
         result["specsbi"][name] = {
             "path": path, "metrics": metrics, "score_seconds": time.perf_counter() - t0,
-            "card": {k: card.get(k) for k in ("variant", "flow", "n_rest", "embed",
-                                              "noise_draws", "validation", "training_data")},
+            "card": {k: card.get(k) for k in ("variant", "compressor", "flow", "n_rest",
+                                              "embed", "noise_draws", "validation",
+                                              "training_data")},
         }
         if args.n_coverage > len(test):
             more = ss.SpectraSet.read(args.test, rows=slice(0, args.n_coverage))

@@ -28,7 +28,8 @@ def test_demo_end_to_end(toy_files, tmp_path, capsys):
     examples, heldout = toy_files
     out = tmp_path / "demo"
     assert main(["demo", "--model", str(tiny_model_dir()), "--out", str(out),
-                 "--examples", str(examples), "--heldout", str(heldout)]) == 0
+                 "--examples", str(examples), "--heldout", str(heldout),
+                 "--emulator", "none"]) == 0
     printed = capsys.readouterr().out
     assert "results in" in printed and str(out / "coverage.png") in printed
     for name in ("corner_0", "corner_1", "corner_2", "spectrum_0", "coverage", "sbc"):
@@ -86,3 +87,17 @@ def test_build_example_data_checks(tmp_path, toy_files):
         build_example_data(examples, tmp_path, n_examples=2, n_heldout=10)
     with pytest.raises(ValueError, match="n_examples"):
         build_example_data(examples, tmp_path, n_examples=5, n_heldout=4)
+
+
+def test_shipped_emulator_reproduces_the_examples():
+    # the demo's predictive band comes from this emulator: at the true θ of the shipped
+    # bagpipes examples it must give their noiseless flux to about its stated accuracy
+    from specsbi.models import load
+
+    emu = load("default-emulator")
+    ex = SpectraSet.read(data_path("examples.h5"))
+    theta = np.stack([ex.params[n] for n in emu.param_names], 1)
+    frac = np.abs(emu.predict(theta) / ex.flux_noiseless - 1)
+    assert np.median(frac) < 0.01 and np.percentile(frac, 95) < 0.06
+    assert np.allclose(emu.predict_derived(theta)["log_mstar"], ex.params["log_mstar"],
+                       atol=0.01)

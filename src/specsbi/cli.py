@@ -136,7 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.what == "npe":
         from .spectrum_posterior import SpectrumPosterior
 
-        model = SpectrumPosterior(targets=targets, **common)
+        model = SpectrumPosterior(targets=targets, embed=args.embed, **common)
     else:
         from .spectrum_likelihood import SpectrumLikelihood
 
@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--compressor", choices=["pca", "vae", "ae"], default="pca",
                     help="summary of a spectrum: rest-frame PCA templates (default), or the "
                          "same template fit for ẑ plus the latents of a rest-frame VAE / AE")
+    tr.add_argument("--embed", type=int, default=128, metavar="WIDTH",
+                    help="npe, dependent variant: width of the MLP that embeds the summary "
+                         "before it conditions the flow (default 128; 0: none)")
     tr.add_argument("--n", type=int, help="use only the first N training spectra")
     tr.add_argument("--epochs", type=int, default=300, help="most epochs (early stopping)")
     tr.add_argument("--patience", type=int, default=15)
@@ -361,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default specsbi-demo/)")
     demo.add_argument("--model", default="default", help="model folder (default: shipped)")
     demo.add_argument("--emulator", help="emulator folder for the predictive band "
-                      "(default: the shipped one, if installed)")
+                      "(default: the shipped one, if installed; 'none': no band)")
     demo.add_argument("--examples", help="example spectra (default: shipped)")
     demo.add_argument("--heldout", help="held-out simulations for coverage (default: shipped)")
     demo.set_defaults(func=_cmd_demo)

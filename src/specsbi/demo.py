@@ -28,6 +28,7 @@ __all__ = ["build_example_data", "data_path", "run_demo"]
 
 log = logging.getLogger(__name__)
 EXAMPLES, HELDOUT = "examples.h5", "heldout.h5"
+MCMC_STEPS = 1500  # emcee steps of the demo's emulator fit for the predictive band
 
 
 def data_path(name: str) -> Path:
@@ -109,6 +110,8 @@ def _load_emulator(emulator: Any) -> Any:
 
     if emulator is not None and not isinstance(emulator, (str, os.PathLike)):
         return emulator
+    if str(emulator).lower() == "none":
+        return None
     try:
         emu = load(emulator or "default-emulator")
     except (FileNotFoundError, ValueError) as err:
@@ -137,7 +140,15 @@ def _predictive(emu: Any, spec: Any, draws: np.ndarray, names: list[str]
         log.warning("the emulator needs %s but the model infers %s, and this specsbi has no "
                     "ss.mcmc.sample to fit them; no predictive band", wanted, names)
         return None, None
-    post = mcmc.sample(emu, spec, prior=getattr(emu, "prior", None))
+    # a short chain: the band needs a few hundred draws, not converged tails, so the
+    # convergence warning is not the user's concern here
+    quiet = logging.getLogger("specsbi.mcmc")
+    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    try:
+        post = mcmc.sample(emu, spec, prior=getattr(emu, "prior", None), n_steps=MCMC_STEPS,
+                           progress=False)
+    finally:
+        quiet.setLevel(level)
     return predictive_flux(emu, post, 200), post
 
 
@@ -151,7 +162,8 @@ def run_demo(out: str | os.PathLike = "specsbi-demo", model: Any = "default",
         out: folder for the results (created; files in it are replaced).
         model: a model folder, a loaded spectrum model, or "default" (shipped).
         emulator: a model folder or object with ``predict(θ)`` for the predictive
-            band; None uses the shipped default emulator if one is installed.
+            band; None uses the shipped default emulator if one is installed, "none"
+            draws no band.
         examples, heldout: spectra files (default: the shipped ones).
         n_samples: posterior draws per example galaxy.
         n_corner: galaxies that get a corner plot.

@@ -9,24 +9,26 @@ from .serialization import read_model
 
 __all__ = ["load"]
 
+SHIPPED = {"default": "default_model", "default-emulator": "default_emulator"}
+
 
 def load(path: str | os.PathLike, device: str = "cpu") -> Any:
     """Load a model folder written by ``.save()`` (never a pickle).
 
     Args:
-        path: the folder; ``"default"`` names the pretrained model shipped with
-            specsbi once one is installed.
+        path: the folder; ``"default"`` names the pretrained posterior model shipped
+            with specsbi, ``"default-emulator"`` the pretrained emulator.
         device: "cpu" or "cuda".
 
     Raises:
         FileNotFoundError, ValueError: no such model, or not a specsbi model.
     """
-    if str(path) == "default":
+    if str(path) in SHIPPED:
         from importlib import resources
 
-        folder = resources.files("specsbi") / "default_model"
+        folder = resources.files("specsbi") / SHIPPED[str(path)]
         if not folder.is_dir():
-            raise FileNotFoundError("this specsbi has no pretrained default model installed; "
+            raise FileNotFoundError(f"this specsbi has no pretrained {path!r} model installed; "
                                     "pass a model folder trained with `specsbi train`")
         path = str(folder)
     card, state = read_model(path)

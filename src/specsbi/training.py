@@ -192,6 +192,9 @@ def train(
         bar.set_postfix(train=f"{hist.train_loss[-1]:.3f}", val=f"{val:.3f}",
                         best=f"{hist.best_val_loss:.3f}")
         hist.seconds = time.perf_counter() - t0
+        if not progress:  # a log file still shows how far a long fit has come
+            log.info("epoch %d: train %.4f, validation %.4f (best %.4f), %.0f s", epoch + 1,
+                     hist.train_loss[-1], val, hist.best_val_loss, hist.seconds)
         stop = bad_epochs >= config.patience and epoch + 1 >= config.min_epochs
         if path is not None:
             _save_checkpoint(path, model, opt, best_state, bad_epochs, epoch + 1, gen, hist)

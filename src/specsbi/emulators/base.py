@@ -99,6 +99,13 @@ class Emulator(nn.Module):
         self.metrics: dict[str, Any] = {}
         self.data_info: dict[str, Any] = {}
 
+    @property
+    def param_names(self) -> list[str]:
+        """The columns of θ that :meth:`predict` takes (the prior's free parameters)."""
+        if self.prior is None:
+            raise ValueError("the emulator is not fitted")
+        return list(self.prior.names)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         EMULATORS[cls.__name__] = cls
