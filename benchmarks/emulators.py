@@ -18,10 +18,20 @@ two-sample test; 0.5 = indistinguishable) on (log_mstar, redshift) against the
 NPE's draws. --bagpipes-fits adds the same against bagpipes' own fits
 (benchmarks/bagpipes_fit.py output).
 
-Reproduce (emulator training ~20 min on one core):
-    specsbi train emulator pca --data data/train50k.h5 --out models/emu-pca
-    python benchmarks/emulators.py --model models/emu-pca --test data/test1k.h5 \\
-        --npe models/npe-dep --mcmc 20 --compile
+Every --model is measured (accuracy and speed); the MCMC uses the first.
+
+Reproduce (the budgets of the committed run, one core each):
+    specsbi train emulator pca --data data/train50k.h5 --out models/emu-pca-50k \\
+        --components 64 --epochs 70 --patience 15                          # ~35 min
+    specsbi train emulator vae --data data/train50k.h5 --n 20000 --out models/emu-vae-20k \\
+        --epochs 80 --patience 20                                          # ~5 min
+    specsbi train emulator gan --data data/train50k.h5 --n 20000 --out models/emu-gan-20k \\
+        --epochs 15 --lr 2e-4                                              # ~3 min
+    specsbi train emulator diffusion --data data/train50k.h5 --out models/emu-diffusion-50k \\
+        --epochs 300 --patience 30                                         # ~15 min
+    python benchmarks/emulators.py --model models/emu-pca-50k --model models/emu-vae-20k \\
+        --model models/emu-gan-20k --model models/emu-diffusion-50k --test data/test1k.h5 \\
+        --compile --keep-mcmc          # or --npe models/npe-dep --mcmc 20 for the MCMC part
 """
 
 from __future__ import annotations
@@ -231,6 +241,9 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--mcmc", type=int, default=0, help="galaxies for the MCMC part")
     ap.add_argument("--mcmc-steps", type=int, default=5000)
+    ap.add_argument("--keep-mcmc", action="store_true",
+                    help="without --mcmc: keep the MCMC section of an existing --out (marked "
+                         "with the date and command of the run that measured it)")
     ap.add_argument("--npe", help="SpectrumPosterior folder: MCMC start and C2ST reference")
     ap.add_argument("--bagpipes-fits", help="JSON written by benchmarks/bagpipes_fit.py")
     ap.add_argument("--figure", help="PNG of the first emulator's errors")
@@ -247,8 +260,10 @@ def main(argv=None) -> int:
               "emulators": {}}
     for name, emu in emus.items():
         result["emulators"][name] = {"class": type(emu).__name__,
+                                     "hyper": emu._hyper(),
                                      "card_validation": emu.metrics,
                                      "training_data": emu.data_info.get("n"),
+                                     "fit_seconds": emu.data_info.get("fit_seconds"),
                                      "accuracy": accuracy(emu, test)}
     bp = bagpipes_speed(test, args.n_bagpipes)
     result["bagpipes"] = bp
@@ -265,6 +280,11 @@ def main(argv=None) -> int:
         result["mcmc"] = mcmc(next(iter(emus.values())), test, args.mcmc, args.npe,
                               args.mcmc_steps, args.bagpipes_fits)
         result["mcmc"]["emulator"] = next(iter(emus))
+    elif args.keep_mcmc and Path(args.out).exists():
+        before = json.loads(Path(args.out).read_text())
+        if "mcmc" in before:
+            result["mcmc"] = {**before["mcmc"], "from_run": {k: before.get(k) for k in
+                                                              ("date", "command")}}
     result["load_average_1min_end"] = os.getloadavg()[0]
     text = json.dumps(result, indent=1, default=float)
     print(text)

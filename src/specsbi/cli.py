@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a posterior (npe) or likelihood (nle) model")
     tr.add_argument("what", choices=["npe", "nle", "emulator"])
-    tr.add_argument("kind", nargs="?", help="emulator kind: pca (vae, gan, diffusion to come)")
+    tr.add_argument("kind", nargs="?", help="emulator kind: pca, vae, gan or diffusion")
     tr.add_argument("--components", type=int, help="emulator PCA components (default 96)")
     tr.add_argument("--variant", choices=["dependent", "augmented"], default="dependent")
     tr.add_argument("--data", required=True, help="simulated HDF5 training set")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -291,6 +292,7 @@ class Emulator(nn.Module):
                 (else the default prior) fixes θ's order and range.
             max_spectra: use only the first ``max_spectra`` rows.
         """
+        t0 = time.perf_counter()
         if not isinstance(train_set, SpectraSet):
             raise ValueError("fit takes a SpectraSet (e.g. ss.SpectraSet.read('train.h5'))")
         if train_set.flux_noiseless is None:
@@ -345,7 +347,8 @@ class Emulator(nn.Module):
         self.history = self._fit_decoder(x_dec, log_rest.to(self.device), covered_t, veldisp)
         self._validate(x_dec, log_rest, covered_t, veldisp, raw, surv)
         self.data_info = {"n": len(data), "attrs": {k: data.attrs.get(k) for k in
-                                                     ("simulator", "seed", "prior", "noise")}}
+                                                     ("simulator", "seed", "prior", "noise")},
+                          "fit_seconds": time.perf_counter() - t0}
         self.eval()
         return self
 

@@ -13,7 +13,7 @@ from ..compressors import gappy_pca
 from ..training import History, train
 from .base import Emulator, masked_mse
 
-__all__ = ["PCAEmulator"]
+__all__ = ["PCAEmulator", "check_settings", "linear_features", "rest_basis"]
 
 _TUNE = 0.01  # the basis and mean move at a hundredth of the MLP's step
 
@@ -78,20 +78,14 @@ class PCAEmulator(Emulator):
 
     def __init__(self, n_components: int = 96, hidden: int = 256, layers: int = 3,
                  pca_spectra: int = 10_000, linear: Any = "auto", **kwargs: Any) -> None:
-        checks = {"n_components": isinstance(n_components, int) and 1 <= n_components <= 512,
-                  "hidden": isinstance(hidden, int) and hidden >= 1,
-                  "layers": isinstance(layers, int) and 1 <= layers <= 10,
-                  "pca_spectra": isinstance(pca_spectra, int) and pca_spectra >= 10}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            given = ", ".join(f"{k}={v!r}" for k, v in zip(
-                checks, (n_components, hidden, layers, pca_spectra), strict=True) if k in bad)
-            raise ValueError(f"invalid PCAEmulator settings: {given} (n_components in [1, 512], "
-                             "hidden >= 1, layers in [1, 10], pca_spectra >= 10)")
-        if not (linear == "auto" or (isinstance(linear, (list, tuple))
-                                     and all(isinstance(n, str) for n in linear))):
-            raise ValueError(f"`linear` must be 'auto' or a list of parameter names; got "
-                             f"{linear!r}")
+        check_settings(type(self).__name__,
+                       {"n_components": (n_components, isinstance(n_components, int)
+                                         and 1 <= n_components <= 512, "in [1, 512]"),
+                        "hidden": (hidden, isinstance(hidden, int) and hidden >= 1, ">= 1"),
+                        "layers": (layers, isinstance(layers, int) and 1 <= layers <= 10,
+                                   "in [1, 10]"),
+                        "pca_spectra": (pca_spectra, isinstance(pca_spectra, int)
+                                        and pca_spectra >= 10, ">= 10")}, linear)
         super().__init__(**kwargs)
         self.n_components, self.hidden, self.layers = n_components, hidden, layers
         self.pca_spectra, self.linear = pca_spectra, linear
@@ -102,35 +96,13 @@ class PCAEmulator(Emulator):
                 "linear": self.linear}
 
     def _build_decoder(self, n_features: int, n_out: int) -> nn.Module:
-        if self.linear == "auto":  # bagpipes: ln L is exactly linear in Av (a screen of dust)
-            self.linear = ["av"] if self.bagpipes and "av" in self.decoder_names else []
-        unknown = [n for n in self.linear if n not in self.decoder_names]
-        if unknown:
-            raise ValueError(f"`linear` names {unknown} that are not the decoder's features "
-                             f"{self.decoder_names}")
-        idx = [self.decoder_names.index(n) for n in self.linear]
+        idx = linear_features(self)
         return _PCADecoder(n_features, self.n_components, self.hidden, self.layers, n_out, idx)
 
     def _fit_decoder(self, features: Tensor, log_rest: Tensor, covered: Tensor,
                      veldisp: Tensor) -> History:
         dec = self.decoder
-        rows = torch.arange(len(log_rest))
-        if self.physics.margin:  # the basis of unbroadened spectra: the sharpest ones
-            rows = torch.argsort(veldisp.cpu())[: max(len(rows) // 4, 10)]
-        rows = rows[: self.pca_spectra]
-        y = log_rest[rows].double().cpu().numpy()
-        cov = covered[rows].cpu().numpy()
-        pad = self.physics.margin
-        if dec.linear:  # per-pixel least squares on the linear features, then PCA of the rest
-            xl = features[rows][:, dec.linear].double().cpu().numpy()
-            slopes = _masked_regression(xl, y, cov)
-            dec.slopes.data.copy_(torch.as_tensor(np.pad(slopes, ((0, 0), (pad, pad)),
-                                                         mode="edge")))
-            y = y - xl @ slopes
-        mean, basis = gappy_pca(y, cov, self.n_components, iterations=4)
-        coeff = (np.where(cov, y, mean) - mean) @ basis.T
-        dec.mean.copy_(torch.as_tensor(np.pad(mean, pad, mode="edge")))
-        dec.basis.copy_(torch.as_tensor(np.pad(basis, ((0, 0), (pad, pad)), mode="edge")))
+        coeff = rest_basis(self, features, log_rest, covered, veldisp)
         dec.scale.copy_(torch.as_tensor(coeff.std(0)).clamp(min=1e-6))
         with torch.no_grad():  # start at the mean spectrum
             dec.mlp[-1].weight.mul_(0.01)
@@ -142,6 +114,63 @@ class PCAEmulator(Emulator):
 
         return train(dec, loss, [features, log_rest, covered, veldisp], self.train_config,
                      seed=self.seed, progress=self.progress)
+
+
+def check_settings(cls: str, checks: dict[str, tuple[Any, bool, str]], linear: Any) -> None:
+    """Raise one ValueError naming every bad setting: name → (value, ok, what is allowed)."""
+    bad = [f"{k}={v!r} (must be {rule})" for k, (v, ok, rule) in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"invalid {cls} settings: {', '.join(bad)}")
+    if not (linear == "auto" or (isinstance(linear, (list, tuple))
+                                 and all(isinstance(n, str) for n in linear))):
+        raise ValueError(f"`linear` must be 'auto' or a list of parameter names; got {linear!r}")
+
+
+def linear_features(emu: Emulator) -> list[int]:
+    """Resolve ``emu.linear`` ("auto": bagpipes' ``av``, whose effect on ln L is exactly
+    linear, a screen of dust) to columns of the decoder's features."""
+    if emu.linear == "auto":
+        emu.linear = ["av"] if emu.bagpipes and "av" in emu.decoder_names else []
+    unknown = [n for n in emu.linear if n not in emu.decoder_names]
+    if unknown:
+        raise ValueError(f"`linear` names {unknown} that are not the decoder's features "
+                         f"{emu.decoder_names}")
+    return [emu.decoder_names.index(n) for n in emu.linear]
+
+
+def rest_basis(emu: Emulator, features: Tensor, log_rest: Tensor, covered: Tensor,
+               veldisp: Tensor) -> np.ndarray:
+    """Fit the ln rest-frame basis of ``emu``'s decoder: its ``mean``, ``basis``, ``slopes``.
+
+    Per-pixel least-squares slopes on the decoder's ``linear`` features (columns of
+    ``features``), then a gappy PCA (``emu.n_components``) of what is left, on the
+    first ``emu.pca_spectra`` rows (of the sharpest quarter, by ``veldisp``, when the
+    physics layer broadens); all padded by the layer's margin.
+
+    Returns:
+        The mean-filled projections (m, k) of the rows used (for their scale).
+    """
+    dec, pad = emu.decoder, emu.physics.margin
+    rows = torch.arange(len(log_rest))
+    if pad:  # the basis of unbroadened spectra: the sharpest ones
+        rows = torch.argsort(veldisp.cpu())[: max(len(rows) // 4, 10)]
+    rows = rows[: emu.pca_spectra]
+    y = log_rest[rows].double().cpu().numpy()
+    cov = covered[rows].cpu().numpy()
+    if dec.linear:  # per-pixel least squares on the linear features, then PCA of the rest
+        xl = features[rows][:, dec.linear].double().cpu().numpy()
+        slopes = _masked_regression(xl, y, cov)
+        dec.slopes.data.copy_(torch.as_tensor(_pad(slopes, pad)))
+        y = y - xl @ slopes
+    mean, basis = gappy_pca(y, cov, emu.n_components, iterations=4)
+    dec.mean.copy_(torch.as_tensor(_pad(mean, pad)))
+    dec.basis.copy_(torch.as_tensor(_pad(basis, pad)))
+    return (np.where(cov, y, mean) - mean) @ basis.T
+
+
+def _pad(a: np.ndarray, pad: int) -> np.ndarray:
+    """Repeat the last pixel ``pad`` times at each end (the decoder's broadening margin)."""
+    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(pad, pad)], mode="edge")
 
 
 def _masked_regression(x: np.ndarray, y: np.ndarray, covered: np.ndarray) -> np.ndarray:

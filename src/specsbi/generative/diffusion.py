@@ -112,7 +112,11 @@ class Diffusion(GenerativeModel):
     def _schedule(self, steps: int) -> list[int]:
         if not (isinstance(steps, int) and 1 <= steps <= self.steps):
             raise ValueError(f"`steps` must be an integer in [1, {self.steps}]; got {steps!r}")
-        return sorted({int(round(v)) for v in np.linspace(0, self.steps - 1, steps)})
+        # plain Python (not np.linspace), so torch.compile can trace the sampler
+        if steps == 1:
+            return [0]
+        step = (self.steps - 1) / (steps - 1)
+        return sorted({round(i * step) for i in range(steps - 1)} | {self.steps - 1})
 
     def _ddim(self, z: Tensor, cs: Tensor, steps: int, reverse: bool = False) -> Tensor:
         """Deterministic DDIM (η = 0) from noise to data, or data to noise (``reverse``)."""
