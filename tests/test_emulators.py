@@ -9,12 +9,12 @@ import torch
 import specsbi as ss
 from specsbi.cosmology import luminosity_distance_cm
 from specsbi.emulators import (
-    DiffusionEmulator,
+    ConditionalDiffusion,
+    ConditionalGAN,
+    ConditionalVAE,
     EmulatorSimulator,
-    GANEmulator,
     PCAEmulator,
     RestFrame,
-    VAEEmulator,
     bagpipes_rest_wavelength,
     log_rest_wavelength,
 )
@@ -257,7 +257,7 @@ def test_cli_train_and_simulate(tmp_path, capsys):
 
 
 # ------------------------------------------------- generative models as emulators
-GENERATIVE = {"vae": VAEEmulator, "gan": GANEmulator, "diffusion": DiffusionEmulator}
+GENERATIVE = {"vae": ConditionalVAE, "gan": ConditionalGAN, "diffusion": ConditionalDiffusion}
 
 
 @pytest.fixture(scope="module", params=sorted(GENERATIVE))
@@ -286,7 +286,7 @@ def test_conditional_vae_learns_the_coefficients(toy_train):
     """Without the polynomial baseline, the VAE decoder at z = 0 alone must explain the
     coefficients: its error well below that of their mean (the toy's seed fixed)."""
     cfg = ss.TrainConfig(batch_size=64, lr=3e-3, max_epochs=6, patience=6)
-    emu = VAEEmulator(n_components=8, degree=0, options={"hidden": (32, 32)},
+    emu = ConditionalVAE(n_components=8, degree=0, options={"hidden": (32, 32)},
                       train_config=cfg, progress=False).fit(toy_train)
     base, model = emu.metrics["coefficient_error_rms_baseline_vs_model"]
     assert model < 0.6 * base  # measured: 51 against 112
@@ -341,15 +341,15 @@ def test_generative_is_differentiable_and_exact_in_redshift(generative_emulator)
 
 def test_generative_bad_settings():
     with pytest.raises(ValueError, match="latents"):
-        GANEmulator(latents=0)
+        ConditionalGAN(latents=0)
     with pytest.raises(ValueError, match="n_components"):
-        DiffusionEmulator(n_components=0)
+        ConditionalDiffusion(n_components=0)
     with pytest.raises(ValueError, match="noise"):
-        VAEEmulator(noise=-1.0)
+        ConditionalVAE(noise=-1.0)
     with pytest.raises(ValueError, match="refine"):
-        VAEEmulator(refine=-2)
+        ConditionalVAE(refine=-2)
     with pytest.raises(ValueError, match="not fitted"):
-        VAEEmulator().predict(np.zeros((1, 8)))
+        ConditionalVAE().predict(np.zeros((1, 8)))
 
 
 @pytest.mark.parametrize("kind", sorted(GENERATIVE))

@@ -13,7 +13,7 @@ from ..training import History, TrainConfig, split
 from .base import Emulator
 from .pca import check_settings, linear_features, rest_basis
 
-__all__ = ["DiffusionEmulator", "GANEmulator", "GenerativeEmulator", "VAEEmulator"]
+__all__ = ["ConditionalDiffusion", "ConditionalGAN", "GenerativeEmulator", "ConditionalVAE"]
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class _GappyProjection:
         return torch.linalg.solve(gram + self.ridge, rhs[..., None])[..., 0]
 
 
-class VAEEmulator(GenerativeEmulator):
+class ConditionalVAE(GenerativeEmulator):
     """Conditional VAE decoder as an emulator: predict decodes the latent prior's mode, z = 0.
 
     The VAE (``specsbi.generative.VAE``, ``cond_dim`` = the shape features) is trained on
@@ -273,7 +273,7 @@ class VAEEmulator(GenerativeEmulator):
     Example:
         >>> import specsbi as ss
         >>> train = ss.simulate(ss.ToySimulator(), ss.default_prior(), n=200, progress=False)
-        >>> emu = VAEEmulator(n_components=8, options={"latent_dim": 2, "hidden": (32,)},
+        >>> emu = ConditionalVAE(n_components=8, options={"latent_dim": 2, "hidden": (32,)},
         ...                   train_config=ss.TrainConfig(max_epochs=2), progress=False)
         >>> emu.fit(train).predict(emu.prior.draw(3, seed=0)).shape
         (3, 3841)
@@ -298,7 +298,7 @@ class VAEEmulator(GenerativeEmulator):
         return torch.full_like(coeff, 1.0) / noise**2
 
 
-class GANEmulator(GenerativeEmulator):
+class ConditionalGAN(GenerativeEmulator):
     """Conditional GAN generator as an emulator: predict averages the generator over
     ``latents`` (default 8) fixed latent draws, an estimate of the conditional mean.
 
@@ -313,7 +313,7 @@ class GANEmulator(GenerativeEmulator):
     default_config = TrainConfig(batch_size=256, lr=2e-4, max_epochs=100)
 
 
-class DiffusionEmulator(GenerativeEmulator):
+class ConditionalDiffusion(GenerativeEmulator):
     """Conditional diffusion model as an emulator: predict runs the deterministic DDIM
     sampler (``ddim_steps`` network calls, default 10) from the fixed initial noise
     z = 0, differentiably.
