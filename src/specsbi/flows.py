@@ -320,8 +320,14 @@ class JointFlow(nn.Module):
         if not hasattr(layer, "autoregressive_net"):
             return layer.inverse(z)[0]  # permutations and the standardisation act per block
         out = known.clone()
+        spline = isinstance(layer, MaskedPiecewiseRationalQuadraticAutoregressiveTransform)
         for _ in range(self.theta_dim):  # each pass fixes one more θ dimension
             params = layer.autoregressive_net(out)
-            inv, _ = layer._elementwise_inverse(z, params)
-            out = torch.cat([known[:, : self.x_dim], inv[:, self.x_dim :]], dim=-1)
+            if spline:  # invert only the θ block's splines (nflows reads the width from z)
+                per = params.view(len(z), z.shape[1], -1)[:, self.x_dim :]
+                inv, _ = layer._elementwise_inverse(z[:, self.x_dim :],
+                                                    per.reshape(len(z), -1))
+            else:  # the affine layer's parameter view needs every feature (and is cheap)
+                inv = layer._elementwise_inverse(z, params)[0][:, self.x_dim :]
+            out = torch.cat([known[:, : self.x_dim], inv], dim=-1)
         return out

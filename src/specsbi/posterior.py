@@ -88,22 +88,26 @@ class Posterior:
         got = torch.zeros(b, dtype=torch.long)
         drawn = torch.zeros(b)
         accepted = torch.zeros(b)
-        batch = n
+        batch = torch.full((b,), n)
         for _ in range(100):
             need = (got < n).nonzero().flatten()
             if len(need) == 0:
                 break
-            theta = self.source.draw(self.x[need], batch)
-            ok = self._inside(theta)
-            drawn[need] += batch
-            accepted[need] += ok.sum(1).float()
-            for j, i in enumerate(need.tolist()):
-                keep = theta[j][ok[j]][: n - got[i]]
-                out[i].append(keep)
-                got[i] += len(keep)
-            rate = (accepted[need] / drawn[need]).clamp(min=1e-3)
-            batch = int(min(max((n - got[need]).max().item() / rate.min().item() * 1.2, 16),
-                            50 * n))
+            # galaxies that need about as many draws go together (powers of two), so one
+            # galaxy near the prior's edge does not multiply everyone's draws
+            size = 2 ** torch.ceil(torch.log2(batch[need].float())).long()
+            for k in size.unique().tolist():
+                group = need[size == k]
+                theta = self.source.draw(self.x[group], k)
+                ok = self._inside(theta)
+                drawn[group] += k
+                accepted[group] += ok.sum(1).float()
+                for j, i in enumerate(group.tolist()):
+                    keep = theta[j][ok[j]][: n - got[i]]
+                    out[i].append(keep)
+                    got[i] += len(keep)
+            rate = (accepted / drawn.clamp(min=1)).clamp(min=1e-3)
+            batch = ((n - got) / rate * 1.2).clamp(min=16, max=50 * n).long()
         if (got < n).any():
             worst = float((accepted / drawn.clamp(min=1)).min())
             raise RuntimeError(
