@@ -95,7 +95,8 @@ class Posterior:
                 break
             # galaxies that need about as many draws go together (powers of two), so one
             # galaxy near the prior's edge does not multiply everyone's draws
-            size = 2 ** torch.ceil(torch.log2(batch[need].float())).long()
+            size = batch[need]  # n at first, then what each galaxy still lacks
+            size = torch.where(size == n, size, 2 ** torch.ceil(torch.log2(size.float())).long())
             for k in size.unique().tolist():
                 group = need[size == k]
                 theta = self.source.draw(self.x[group], k)
