@@ -33,6 +33,7 @@ import numpy as np
 import specsbi as ss
 
 TARGETS = ["log_mstar", "redshift"]
+MCMC_DRAWS = 1000  # thinned draws the chain keeps
 
 
 def widths(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,9 +79,9 @@ def main() -> int:
         row["specsbi"] = describe(draws, truth, time.perf_counter() - t0)
         if emu is not None:
             t0 = time.perf_counter()
-            mc = ss.mcmc.sample(emu, galaxy, init=post, n_steps=args.mcmc_steps,
-                                progress=False)
-            mc_all = mc.sample(1000)  # what the chain keeps (n_samples)
+            mc = ss.mcmc.sample(emu, galaxy, init=post, n_samples=MCMC_DRAWS,
+                                n_steps=args.mcmc_steps, progress=False)
+            mc_all = mc.sample(MCMC_DRAWS)
             mc_draws = np.stack([mc_all[:, mc.names.index(n)] for n in TARGETS], 1)
             row["emulator_mcmc"] = describe(mc_draws, truth, time.perf_counter() - t0)
         for method in ("specsbi", "emulator_mcmc"):

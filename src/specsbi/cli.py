@@ -119,16 +119,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .spectra import SpectraSet
     from .training import TrainConfig
 
+    config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
+                         patience=args.patience)
     if args.what == "emulator":
-        config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
-                             patience=args.patience)
         return _train_emulator(args, config)
     if args.kind is not None:
         raise ValueError(f"`specsbi train {args.what}` takes no model kind; got {args.kind!r}")
     rows = slice(0, args.n) if args.n else None
     data = SpectraSet.read(args.data, rows=rows)
-    config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
-                         patience=args.patience)
     common = dict(variant=args.variant, flow=args.flow, train_config=config, seed=args.seed,
                   compressor=args.compressor,
                   noise_draws=args.noise_draws, progress=not args.no_progress)
@@ -160,11 +158,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if not hasattr(model, "summarize"):
         raise ValueError(f"{args.model} is not a spectrum model (train one with `specsbi "
                          "train npe --data FILE`)")
-    emulator = None
-    if args.emulator:
-        emulator = load(args.emulator)
-        if not hasattr(emulator, "predict"):
-            raise ValueError(f"{args.emulator} is not an emulator (it has no predict(θ))")
+    emulator = _load_emulator(args.emulator) if args.emulator else None
     path = infer_catalog(model, args.inputs, args.out, n_samples=args.samples,
                          chunk=args.chunk, overwrite=args.overwrite,
                          progress=not args.no_progress, emulator=emulator, seed=args.seed)

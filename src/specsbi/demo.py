@@ -136,14 +136,11 @@ def _predictive(emu: Any, spec: Any, draws: np.ndarray, names: list[str]
         return predictive_flux(emu, draws, 200, names=names), None
     from . import mcmc
 
-    if not hasattr(mcmc, "sample"):
-        log.warning("the emulator needs %s but the model infers %s, and this specsbi has no "
-                    "ss.mcmc.sample to fit them; no predictive band", wanted, names)
-        return None, None
     # a short chain: the band needs a few hundred draws, not converged tails, so the
     # convergence warning is not the user's concern here
     quiet = logging.getLogger("specsbi.mcmc")
-    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         post = mcmc.sample(emu, spec, prior=getattr(emu, "prior", None), n_steps=MCMC_STEPS,
                            progress=False)
