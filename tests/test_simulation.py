@@ -49,9 +49,13 @@ def test_seed_controls_the_result(tmp_path):
     assert np.array_equal(a.flux, b.flux) and not np.array_equal(a.flux, c.flux)
 
 
-def test_two_workers_equal_one(tmp_path):
+def test_two_workers_equal_one(tmp_path, monkeypatch):
+    prepared = []  # the parent's one-off set-up runs before the pool, once, and only for it
+    monkeypatch.setattr(ToySimulator, "prepare", lambda self: prepared.append(1))
     one = SpectraSet.read(_run(tmp_path / "one.h5"))
+    assert prepared == []
     two = SpectraSet.read(_run(tmp_path / "two.h5", workers=2))
+    assert prepared == [1]
     assert np.array_equal(one.flux, two.flux)
     assert np.array_equal(one.flux_noiseless, two.flux_noiseless)
 

@@ -226,6 +226,8 @@ def _run_chunks(
     """Yield ``(k, result)`` for each chunk in ``todo`` as it finishes, in any order."""
     from tqdm.auto import tqdm
 
+    if not (isinstance(workers, (int, np.integer)) and workers == 1):
+        plan.sim.prepare()  # one-off set-up before workers start (see Simulator.prepare)
     total = sum(b - a for a, b in map(plan.bounds, todo))
     bar = tqdm(total=total, disable=not progress, desc="simulate", unit="spec")
     with bar, _executor(workers) as submit:

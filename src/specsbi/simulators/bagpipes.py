@@ -89,6 +89,11 @@ class BagpipesSimulator(Simulator):
             return {"R_spec": self.R_spec}  # as before these options: same files, same hashes
         return {"R_spec": self.R_spec, "sfh": self.sfh, "dust": self.dust}
 
+    def prepare(self) -> None:
+        """Import bagpipes once here: its first import writes its IGM grid, and two workers
+        importing it together on a fresh install read that file half-written."""
+        import_bagpipes()
+
     def components(self, p: dict[str, float], age: float) -> dict[str, Any]:
         """The bagpipes ``model_components`` dict for one set of parameters."""
         sfh = {"massformed": p["log_mformed"], "metallicity": p["metallicity"]}

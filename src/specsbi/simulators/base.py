@@ -59,6 +59,13 @@ class Simulator:
         params = self.parameters(theta, names)
         return self._simulate(params, progress)
 
+    def prepare(self) -> None:
+        """One-off set-up in the parent process before workers start (default: nothing).
+
+        A simulator whose first use writes files (bagpipes builds a grid on its first
+        import) does it here, so parallel workers never race to write and read them.
+        """
+
     def parameters(self, theta: Any, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Validate ``theta`` and return name → (n,) float64 arrays of the needed parameters."""
         if isinstance(theta, Mapping):
