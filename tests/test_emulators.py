@@ -195,6 +195,39 @@ def test_save_load_round_trip(emulator, tmp_path):
         emulator.save(path)
 
 
+def test_sfh_bin_fractions_are_bagpipes_own_weights():
+    from specsbi.emulators.sfh import N_BINS, bin_fractions
+    from specsbi.simulators.bagpipes import import_bagpipes
+
+    pipes = import_bagpipes()
+    assert N_BINS == len(pipes.config.age_sampling)
+    rng = np.random.default_rng(0)
+    for z, frac, log_tau in rng.uniform([0.01, 0.05, -1], [0.5, 0.98, 1], size=(12, 3)):
+        age = frac * float(np.interp(z, pipes.utils.z_array, pipes.utils.age_at_z))
+        sfh = pipes.models.star_formation_history(
+            {"redshift": z, "delayed": {"massformed": 10.0, "metallicity": 1.0, "age": age,
+                                        "tau": 10**log_tau}})
+        weights = sfh.component_weights["delayed"]
+        ours = bin_fractions(torch.tensor([age]), torch.tensor([10**log_tau]))[0].numpy()
+        np.testing.assert_allclose(ours, weights / weights.sum(), atol=1e-7)
+
+
+def test_sfh_bin_features_round_trip(toy_train, tmp_path):
+    cfg = ss.TrainConfig(batch_size=64, max_epochs=2)
+    emu = PCAEmulator(n_components=4, hidden=16, layers=1, sfh_bins=True, train_config=cfg,
+                      progress=False).fit(toy_train)
+    bins = [n for n in emu.feature_names if "sfh_bin_" in n]
+    assert len(bins) == 84 and "log_sfh_bin_41" in bins
+    theta = emu.prior.draw(3, seed=1)
+    again = ss.load(emu.save(tmp_path / "emu"))
+    assert again.feature_names == emu.feature_names
+    np.testing.assert_array_equal(again.predict(theta), emu.predict(theta))
+    auto = PCAEmulator(n_components=4, hidden=16, layers=1, train_config=cfg, progress=False)
+    assert not any("sfh_bin" in n for n in auto.fit(toy_train).feature_names)  # not bagpipes
+    with pytest.raises(ValueError, match="sfh_bins"):
+        PCAEmulator(sfh_bins="yes")
+
+
 def test_emulated_training_set(emulator):
     sim = EmulatorSimulator(emulator)
     data = ss.simulate(sim, emulator.prior, n=20, seed=2, progress=False)

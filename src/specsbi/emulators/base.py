@@ -31,6 +31,7 @@ from ..serialization import read_model, write_model
 from ..spectra import SpectraSet
 from ..spectrum_likelihood import _Derived
 from ..training import History, TrainConfig, split
+from .sfh import N_BINS, bin_fractions
 from .physics import (
     RestFrame,
     bagpipes_rest_wavelength,
@@ -70,6 +71,11 @@ class Emulator(nn.Module):
             Gaussian kernel, 3e5 / R_spec / 2 km/s per pixel, for bagpipes training sets
             with a ``veldisp`` parameter; None otherwise). The decoder then predicts the
             unbroadened spectrum on a grid ``margin`` pixels wider at each end.
+        sfh_bins: also give the decoder the mass fraction of the history in each of
+            bagpipes' SSP age bins, and its log10 (:mod:`~specsbi.emulators.sfh`): a
+            narrow burst's spectrum steps as the burst crosses a bin edge, which those
+            features carry and a smooth function of (age, τ) cannot. "auto": for
+            training sets of bagpipes' delayed-τ histories.
         train_config: the shared training loop's settings for the decoder.
         device, seed, progress: as everywhere in specsbi.
 
@@ -79,9 +85,12 @@ class Emulator(nn.Module):
     """
 
     def __init__(self, rest_grid: Any = "auto", knots: Any = "auto", broadening: Any = "auto",
-                 train_config: TrainConfig | None = None, device: str = "cpu", seed: int = 0,
-                 progress: bool = True) -> None:
+                 sfh_bins: Any = "auto", train_config: TrainConfig | None = None,
+                 device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
         super().__init__()
+        if not (sfh_bins == "auto" or isinstance(sfh_bins, bool)):
+            raise ValueError(f"`sfh_bins` must be 'auto', True or False; got {sfh_bins!r}")
+        self.sfh_bins = sfh_bins
         if broadening != "auto" and not (isinstance(broadening, (list, tuple))
                                          and len(broadening) == 2) and broadening is not None:
             raise ValueError("`broadening` must be 'auto', None or (kms_per_pixel, max_veldisp)")
@@ -165,6 +174,12 @@ class Emulator(nn.Module):
             feature_names = [("log_age" if n == "age_frac" else n) for n in shape]
             if {"age_frac", "log_tau"} <= set(shape):  # the delayed-τ SFH's e^(−age/τ)
                 feature_names += ["age/tau", "log_mass_weighted_age"]
+                if self.sfh_bins is True:  # bagpipes' SSP age bins: what its spectrum sums
+                    feature_names += [f"{kind}sfh_bin_{i}" for kind in ("", "log_")
+                                      for i in range(N_BINS)]
+            elif self.sfh_bins is True:
+                raise ValueError("`sfh_bins` needs `age_frac` and `log_tau` among the free or "
+                                 f"fixed parameters; got {shape}")
             feature_names += [f"{n}>{k:g}" for n, ks in self.knots.items() for k in ks]
         self.feature_names = list(feature_names)
         f = len(self.feature_names)
@@ -190,9 +205,15 @@ class Emulator(nn.Module):
         """The decoder's inputs by name: parameters, log10 age (Gyr), age/τ, hinges x>k."""
         if "age_frac" in cols:
             age = self.physics.age(cols["redshift"], cols["age_frac"]).to(cols["age_frac"])
-        out = []
+        out, bins = [], None
         for name in self.feature_names:
-            if name == "log_age":
+            if "sfh_bin_" in name:
+                if bins is None:  # mass fraction per SSP age bin, and its log10 (floor 1e-8)
+                    frac = bin_fractions(age, 10 ** cols["log_tau"]).to(age.dtype)
+                    bins = {"sfh_bin_": frac, "log_sfh_bin_": torch.log10(frac + 1e-8)}
+                kind, i = name.rsplit("_", 1)
+                out.append(bins[kind + "_"][:, int(i)])
+            elif name == "log_age":
                 out.append(torch.log10(age))
             elif name == "age/tau":
                 # young stars (UV, lines) scale as e^(−age/τ): linear in age/τ until negligible
@@ -310,6 +331,8 @@ class Emulator(nn.Module):
         sim = data.attrs.get("simulator") or {}
         bagpipes = isinstance(sim, dict) and sim.get("class") == "BagpipesSimulator"
         self.bagpipes = bagpipes
+        if self.sfh_bins == "auto":  # the binning of bagpipes' delayed-τ histories
+            self.sfh_bins = bagpipes and sim.get("sfh", "delayed") == "delayed"
         wl = data.wavelength
         z_range = _z_range(prior)
         rest = trim_rest_wavelength(self._rest_grid(wl, z_range, sim if bagpipes else None),
