@@ -22,6 +22,8 @@ from nflows.transforms import (
 )
 from torch import Tensor, nn
 
+from .flow_inverse import invert_grouped
+
 __all__ = ["ConditionalFlow", "JointFlow", "Standardize", "TemperedNormal", "FLOW_KINDS",
            "calibrate", "robust_stats", "set_standardization"]
 
@@ -207,8 +209,25 @@ class ConditionalFlow(nn.Module):
         return self.flow.log_prob(y, context=condition)
 
     def sample(self, n: int, condition: Tensor) -> Tensor:
-        """``n`` draws for each condition row: (B, context) → (B, n, features)."""
-        return self.flow.sample(n, context=condition)
+        """``n`` draws for each condition row: (B, context) → (B, n, features).
+
+        Without gradients, the autoregressive layers are inverted group-wise
+        (:func:`~specsbi.flow_inverse.invert_grouped`): what the n draws of a condition
+        share is computed once per condition; the draws equal nflows' own inverse.
+        """
+        if torch.is_grad_enabled():
+            return self.flow.sample(n, context=condition)
+        b = len(condition)
+        embedded = self.flow._embedding_net(condition)
+        z = self.flow._distribution.sample(n, context=embedded).reshape(b * n, -1)
+        for layer in reversed(self.flow._transform._transforms):
+            if hasattr(layer, "autoregressive_net"):
+                out = invert_grouped(layer, z, b, context=embedded)
+                z = out if out is not None else layer.inverse(
+                    z, context=embedded.repeat_interleave(n, dim=0))[0]
+            else:  # the standardisation and the permutations take no condition
+                z = layer.inverse(z)[0]
+        return z.reshape(b, n, -1)
 
     @torch.no_grad()
     def latent(self, y: Tensor, condition: Tensor) -> Tensor:
@@ -302,32 +321,24 @@ class JointFlow(nn.Module):
 
     @torch.no_grad()
     def conditional_sample(self, n: int, x: Tensor) -> Tensor:
-        """Exact draws of θ ~ q(θ | x): (B, x_dim) → (B, n, θ_dim)."""
+        """Exact draws of θ ~ q(θ | x): (B, x_dim) → (B, n, θ_dim).
+
+        The x block's path through the layers is computed once per row of x; each
+        autoregressive layer is then inverted for the θ block only, group-wise
+        (:func:`~specsbi.flow_inverse.invert_grouped`). The permutations (within each
+        block) and the standardisation act on the θ block by itself.
+        """
         b = len(x)
-        u_x, inputs = self._x_path(x)  # the x path is the same for all n draws of a row
-        u_x = u_x.repeat_interleave(n, dim=0)
-        inputs = [z.repeat_interleave(n, dim=0) for z in inputs]
-        u_theta = torch.randn(b * n, self.theta_dim, dtype=x.dtype, device=x.device)
-        u_theta = u_theta * self.flow._distribution.temperature[self.x_dim :]
-        z = torch.cat([u_x, u_theta], dim=-1)
+        _, inputs = self._x_path(x)  # the x path is the same for all n draws of a row
+        theta = torch.randn(b * n, self.theta_dim, dtype=x.dtype, device=x.device)
+        theta = theta * self.flow._distribution.temperature[self.x_dim :]
+        pad = theta.new_zeros(b * n, self.x_dim)
         for layer, known in zip(reversed(self.flow._transform._transforms), reversed(inputs),
                                 strict=True):
-            z = self._invert_layer(layer, z, known)
-        return z[:, self.x_dim :].reshape(b, n, self.theta_dim)
-
-    def _invert_layer(self, layer: Any, z: Tensor, known: Tensor) -> Tensor:
-        """Invert one layer given its output ``z`` and its (already known) x inputs."""
-        if not hasattr(layer, "autoregressive_net"):
-            return layer.inverse(z)[0]  # permutations and the standardisation act per block
-        out = known.clone()
-        spline = isinstance(layer, MaskedPiecewiseRationalQuadraticAutoregressiveTransform)
-        for _ in range(self.theta_dim):  # each pass fixes one more θ dimension
-            params = layer.autoregressive_net(out)
-            if spline:  # invert only the θ block's splines (nflows reads the width from z)
-                per = params.view(len(z), z.shape[1], -1)[:, self.x_dim :]
-                inv, _ = layer._elementwise_inverse(z[:, self.x_dim :],
-                                                    per.reshape(len(z), -1))
-            else:  # the affine layer's parameter view needs every feature (and is cheap)
-                inv = layer._elementwise_inverse(z, params)[0][:, self.x_dim :]
-            out = torch.cat([known[:, : self.x_dim], inv], dim=-1)
-        return out
+            if hasattr(layer, "autoregressive_net"):
+                theta = invert_grouped(layer, theta, b, known=known[:, : self.x_dim])
+                if theta is None:
+                    raise RuntimeError(f"cannot invert a {type(layer).__name__} layer by block")
+            else:
+                theta = layer.inverse(torch.cat([pad, theta], dim=-1))[0][:, self.x_dim :]
+        return theta.reshape(b, n, self.theta_dim)

@@ -107,7 +107,10 @@ class _Anchor(nn.Module):
         return t.to(theta.dtype), logdet.to(theta.dtype)
 
     def to_theta(self, t: Tensor, s: Tensor) -> Tensor:
+        """θ from t: paired rows (B, d) and (B, dim), or draws (B, n, d) of each summary."""
         mu, sigma = self.loc_scale(s)
+        if t.ndim == 3:  # μ and σ once per summary, not once per draw
+            mu, sigma = mu[:, None], sigma[:, None]
         return (mu + sigma * _SOFT * torch.sinh(t.double())).to(t.dtype)
 
 
@@ -373,9 +376,7 @@ class SpectrumPosterior:
     @torch.no_grad()
     def draw(self, s: Tensor, n: int) -> Tensor:
         net = self._require()
-        # rows per pass: the joint flow keeps every layer's input of the x block for its
-        # θ-block inversion (~50 floats a row each), so it takes 10× fewer
-        step = max(1, (2_000_000 if self.variant == "dependent" else 200_000) // n)
+        step = max(1, 2_000_000 // n)  # draws per pass: memory is set by this, not by s
         out = []
         for i in range(0, len(s), step):
             si = s[i : i + step]
@@ -383,9 +384,7 @@ class SpectrumPosterior:
                 t = net["flow"].conditional_sample(n, si)
             else:
                 t = net["flow"].sample(n, si)
-            b = len(si)
-            theta = net["anchor"].to_theta(t.reshape(b * n, -1), si.repeat_interleave(n, 0))
-            out.append(theta.reshape(b, n, -1))
+            out.append(net["anchor"].to_theta(t, si))
         return torch.cat(out)
 
     @torch.no_grad()

@@ -31,13 +31,13 @@ from ..serialization import read_model, write_model
 from ..spectra import SpectraSet
 from ..spectrum_likelihood import _Derived
 from ..training import History, TrainConfig, split
-from .sfh import N_BINS, bin_fractions
 from .physics import (
     RestFrame,
     bagpipes_rest_wavelength,
     log_rest_wavelength,
     trim_rest_wavelength,
 )
+from .sfh import N_BINS, bin_fractions
 
 __all__ = ["EMULATORS", "Emulator", "masked_mse"]
 
