@@ -195,21 +195,27 @@ def test_save_load_round_trip(emulator, tmp_path):
         emulator.save(path)
 
 
-def test_sfh_bin_fractions_are_bagpipes_own_weights():
-    from specsbi.emulators.sfh import N_BINS, bin_fractions
+def test_sfh_bin_fractions_follow_bagpipes_weights():
+    from specsbi.emulators.sfh import BIN_EDGES_GYR, N_BINS, bin_fractions
     from specsbi.simulators.bagpipes import import_bagpipes
 
     pipes = import_bagpipes()
+    np.testing.assert_allclose(BIN_EDGES_GYR, pipes.config.age_bins / 1e9, rtol=1e-7)
     assert N_BINS == len(pipes.config.age_sampling)
     rng = np.random.default_rng(0)
-    for z, frac, log_tau in rng.uniform([0.01, 0.05, -1], [0.5, 0.98, 1], size=(12, 3)):
+    for z, frac, log_tau in rng.uniform([0.01, 0.05, -1], [0.5, 0.98, 1], size=(40, 3)):
         age = frac * float(np.interp(z, pipes.utils.z_array, pipes.utils.age_at_z))
         sfh = pipes.models.star_formation_history(
             {"redshift": z, "delayed": {"massformed": 10.0, "metallicity": 1.0, "age": age,
                                         "tau": 10**log_tau}})
         weights = sfh.component_weights["delayed"]
-        ours = bin_fractions(torch.tensor([age]), torch.tensor([10**log_tau]))[0].numpy()
-        np.testing.assert_allclose(ours, weights / weights.sum(), atol=1e-7)
+        ours = bin_fractions(torch.tensor([age], dtype=torch.float64),
+                             torch.tensor([10**log_tau], dtype=torch.float64))[0].numpy()
+        # integrals against bagpipes' fine-grid sums: close for broad histories, a few
+        # per cent of a bin's share for narrow bursts at bin edges (see the module)
+        tol = 0.012 if log_tau >= 0 else 0.1
+        np.testing.assert_allclose(ours, weights / weights.sum(), atol=tol)
+        assert abs(ours.sum() - 1) < 1e-12
 
 
 def test_sfh_bin_features_round_trip(toy_train, tmp_path):
