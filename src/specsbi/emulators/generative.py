@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..training import History, TrainConfig, split
 from .base import Emulator
-from .pca import check_settings, linear_features, rest_basis
+from .pca import check_settings, linear_features, project, rest_basis
 
 __all__ = ["ConditionalDiffusion", "ConditionalGAN", "GenerativeEmulator", "ConditionalVAE"]
 
@@ -64,10 +64,8 @@ class _CoefficientDecoder(nn.Module):
         return base + gen.mean(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.mean + self.coefficients(x) @ self.basis
-        if self.linear:
-            out = out + x[:, self.linear] @ self.slopes
-        return out
+        return project(self.coefficients(x), x[:, self.linear], self.mean, self.basis,
+                       self.slopes)
 
 
 class GenerativeEmulator(Emulator):

@@ -13,7 +13,7 @@ from ..compressors import gappy_pca
 from ..training import History, train
 from .base import Emulator, masked_mse
 
-__all__ = ["PCAEmulator", "check_settings", "linear_features", "rest_basis"]
+__all__ = ["PCAEmulator", "check_settings", "linear_features", "project", "rest_basis"]
 
 _TUNE = 0.01  # the basis and mean move at a hundredth of the MLP's step
 
@@ -42,12 +42,17 @@ class _PCADecoder(nn.Module):
         self.d_basis = nn.Parameter(torch.zeros(n_components, n_out))
 
     def forward(self, x: Tensor) -> Tensor:
-        basis = self.basis + _TUNE * self.d_basis
         coeff = self.mlp(x[:, self.nonlinear]) * self.scale
-        out = self.mean + _TUNE * self.d_mean + coeff @ basis
-        if self.linear:
-            out = out + x[:, self.linear] @ self.slopes
-        return out
+        return project(coeff, x[:, self.linear], self.mean + _TUNE * self.d_mean,
+                       self.basis + _TUNE * self.d_basis, self.slopes)
+
+
+def project(coeff: Tensor, linear: Tensor, mean: Tensor, basis: Tensor, slopes: Tensor
+            ) -> Tensor:
+    """mean + coeff @ basis + linear @ slopes in one matrix product: (B, n_out)."""
+    if linear.shape[1]:
+        coeff, basis = torch.cat([coeff, linear], 1), torch.cat([basis, slopes], 0)
+    return torch.addmm(mean, coeff, basis)
 
 
 class PCAEmulator(Emulator):
