@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -67,13 +68,17 @@ def test_import_and_help_are_light():
     assert helped.returncode == 0 and "simulate" in helped.stdout and helped.stderr == ""
 
 
-def test_train_and_infer_write_the_design_layout(tmp_path, capsys):
+def test_train_and_infer_write_the_design_layout(tmp_path, capsys, caplog):
     data = tmp_path / "train.h5"
     assert main(["simulate", "--n", "300", "--out", str(data), "--simulator", "toy",
                  "--no-progress"]) == 0
     model = tmp_path / "npe"
+    caplog.handler.setLevel(logging.INFO)  # the loggers' own levels stay the CLI's to set
     assert main(["train", "npe", "--data", str(data), "--out", str(model), "--epochs", "2",
                  "--no-progress"]) == 0
+    # without a progress bar each epoch is logged, so a long fit in a log file shows progress
+    assert [r.message.split(":")[0] for r in caplog.records
+            if r.name == "specsbi.training"] == ["epoch 1", "epoch 2"]
     out = tmp_path / "post.h5"
     assert main(["infer", str(data), "--model", str(model), "--out", str(out),
                  "--samples", "20", "--chunk", "128", "--no-progress"]) == 0

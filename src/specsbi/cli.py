@@ -376,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if getattr(args, "no_progress", False):  # no bar: a log file still shows each epoch
+        logging.getLogger("specsbi.training").setLevel(logging.INFO)
     try:
         if getattr(args, "out", None):  # `--out data/x.h5` creates data/ as users expect
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
