@@ -58,6 +58,31 @@ def test_output_folders_are_created(tmp_path):
     assert out.exists()
 
 
+def test_train_checkpoint_resumes_after_an_interruption(tmp_path, monkeypatch, caplog):
+    from specsbi.spectrum_posterior import SpectrumPosterior
+
+    data = tmp_path / "train.h5"
+    assert main(["simulate", "--n", "200", "--out", str(data), "--simulator", "toy",
+                 "--no-progress"]) == 0
+    ckpt, model = tmp_path / "state" / "npe.ckpt", tmp_path / "npe"
+    cmd = ["train", "npe", "--data", str(data), "--out", str(model), "--epochs", "2",
+           "--checkpoint", str(ckpt), "--no-progress"]
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt  # as if Ctrl-C came after the last epoch, before the save
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SpectrumPosterior, "save", interrupted)
+        assert main(cmd) == 130
+    assert ckpt.exists() and not model.exists()
+    caplog.clear()
+    caplog.handler.setLevel(logging.INFO)
+    assert main(cmd) == 0  # the same command resumes: no epoch is trained again
+    assert any("resuming training" in r.message for r in caplog.records)
+    assert not any(r.message.startswith("epoch ") for r in caplog.records)
+    assert model.exists() and not ckpt.exists()
+
+
 def test_import_and_help_are_light():
     code = ("import sys, specsbi, specsbi.cli; specsbi.cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'bagpipes', 'dask', 'h5py') if m in sys.modules))")

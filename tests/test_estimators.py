@@ -162,6 +162,15 @@ def test_checkpoint_resumes_to_the_same_result(tmp_path):
     for a, b in zip(full.net.state_dict().values(), resumed.net.state_dict().values(),
                     strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+    other = PosteriorEstimator(hidden=16, transforms=2, progress=False,
+                               train_config=TrainConfig(max_epochs=2, batch_size=32))
+    with pytest.raises(ValueError, match="other data, settings or networks"):
+        other.fit(theta, x, prior=PRIOR, checkpoint=ckpt)  # another batch size
+    with pytest.raises(ValueError, match="other data, settings or networks"):
+        _npe().fit(theta[:500], x[:500], prior=PRIOR, checkpoint=ckpt)  # other data
+    with pytest.raises(ValueError, match="other data, settings or networks"):
+        PosteriorEstimator(hidden=8, transforms=2, train_config=FAST, progress=False).fit(
+            theta, x, prior=PRIOR, checkpoint=ckpt)  # another network
 
 
 def test_seed_makes_fits_reproducible():

@@ -107,12 +107,19 @@ def _train_emulator(args: argparse.Namespace, config) -> int:
     extra = {"n_components": args.components} if args.components else {}
     model = EMULATORS[KINDS[args.kind]](train_config=config, seed=args.seed,
                                         progress=not args.no_progress, **extra)
-    model.fit(data)
+    model.fit(data, checkpoint=args.checkpoint)
     path = model.save(args.out, overwrite=args.overwrite)
+    _done_with(args.checkpoint)
     q = model.metrics["rest_frac_error_p50_p68_p95_p99"]
     print(f"saved emulator ({args.kind}) to {path}: validation |Δf|/f 68th {q[1]:.2%}, "
           f"95th {q[2]:.2%}")
     return 0
+
+
+def _done_with(checkpoint: str | None) -> None:
+    """The model is saved: its training checkpoint has served."""
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -121,6 +128,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(batch_size=args.batch_size, lr=args.lr, max_epochs=args.epochs,
                          patience=args.patience)
+    if args.checkpoint:
+        Path(args.checkpoint).parent.mkdir(parents=True, exist_ok=True)
     if args.what == "emulator":
         return _train_emulator(args, config)
     if args.kind is not None:
@@ -142,8 +151,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .files import check_writable
 
     check_writable(args.out, args.overwrite)  # fail before hours of training, not after
-    model.fit(data)
+    model.fit(data, checkpoint=args.checkpoint)
     path = model.save(args.out, overwrite=args.overwrite)
+    _done_with(args.checkpoint)
     h = model.history
     print(f"saved {args.what} ({args.variant}) to {path}: best validation loss "
           f"{h.best_val_loss:.3f} at epoch {h.best_epoch + 1} of {len(h.val_loss)}")
@@ -314,6 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--overwrite", action="store_true")
+    tr.add_argument("--checkpoint", metavar="FILE",
+                    help="save the training state here after every epoch; after an "
+                         "interruption the same command resumes from it (deleted once the "
+                         "model is saved; not for the vae/gan/diffusion emulators)")
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_cmd_train)
 

@@ -122,7 +122,9 @@ def train(
         seed: seeds the split, the shuffling and the generator.
         progress: show a progress bar over epochs.
         checkpoint: file to save after every epoch; if it exists, training resumes
-            from it (the same data, config and seed give the same result).
+            from it (the same data, config and seed give the same result; a checkpoint
+            of other data sizes, settings or networks is refused; ``max_epochs`` may
+            differ, to train on).
         params: parameters to optimise (default: all of ``model``'s).
 
     Returns:
@@ -150,8 +152,14 @@ def train(
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     hist, best_state, bad_epochs, start = History(), copy.deepcopy(model.state_dict()), 0, 0
     path = Path(checkpoint) if checkpoint is not None else None
+    settings = {k: v for k, v in asdict(config).items() if k != "max_epochs"}  # may grow
+    fingerprint = {"rows": n, "config": settings, "seed": seed,
+                   "parameters": [list(p.shape) for p in params]}
     if path is not None and path.exists():
         state = torch.load(path, weights_only=True)
+        if state.get("fingerprint", fingerprint) != fingerprint:
+            raise ValueError(f"the checkpoint {path} is of a fit with other data, settings or "
+                             "networks; delete it to start afresh, or rerun with the same ones")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         best_state, bad_epochs, start = state["best"], state["bad_epochs"], state["epoch"]
@@ -197,7 +205,8 @@ def train(
                      hist.train_loss[-1], val, hist.best_val_loss, hist.seconds)
         stop = bad_epochs >= config.patience and epoch + 1 >= config.min_epochs
         if path is not None:
-            _save_checkpoint(path, model, opt, best_state, bad_epochs, epoch + 1, gen, hist)
+            _save_checkpoint(path, model, opt, best_state, bad_epochs, epoch + 1, gen, hist,
+                             fingerprint)
         if stop:
             hist.stopped_early = True
             break
@@ -224,8 +233,9 @@ def _evaluate(model, loss_fn, data, idx, batch_size, seed) -> float:
     return float(loss[finite].mean()) if finite.all() else math.inf
 
 
-def _save_checkpoint(path, model, opt, best, bad_epochs, epoch, gen, hist) -> None:
+def _save_checkpoint(path, model, opt, best, bad_epochs, epoch, gen, hist, fingerprint) -> None:
     state = {
+        "fingerprint": fingerprint,
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
         "best": best,

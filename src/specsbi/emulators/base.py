@@ -305,15 +305,19 @@ class Emulator(nn.Module):
         return out
 
     # --------------------------------------------------------------------- fit
-    def fit(self, train_set: SpectraSet, max_spectra: int | None = None) -> Emulator:
+    def fit(self, train_set: SpectraSet, max_spectra: int | None = None,
+            checkpoint: str | os.PathLike | None = None) -> Emulator:
         """Fit to a simulated SpectraSet: noiseless flux, every prior parameter, ``log_mstar``.
 
         Args:
             train_set: e.g. ``ss.SpectraSet.read("train.h5")``; its ``prior`` attribute
                 (else the default prior) fixes θ's order and range.
             max_spectra: use only the first ``max_spectra`` rows.
+            checkpoint: file the decoder's training saves after every epoch and resumes
+                from (emulators whose decoder trains in one loop; others refuse it).
         """
         t0 = time.perf_counter()
+        self._checkpoint = checkpoint
         if not isinstance(train_set, SpectraSet):
             raise ValueError("fit takes a SpectraSet (e.g. ss.SpectraSet.read('train.h5'))")
         if train_set.flux_noiseless is None:

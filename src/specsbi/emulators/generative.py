@@ -165,6 +165,9 @@ class GenerativeEmulator(Emulator):
 
     def _fit_decoder(self, features: Tensor, log_rest: Tensor, covered: Tensor,
                      veldisp: Tensor) -> History:
+        if getattr(self, "_checkpoint", None) is not None:
+            raise ValueError(f"{type(self).__name__} trains in several stages and takes no "
+                             "checkpoint; fit it without one")
         dec = self.decoder
         rest_basis(self, features, log_rest, covered, veldisp)
         coeff = self._coefficients(features, log_rest, covered, veldisp)

@@ -118,7 +118,8 @@ class PCAEmulator(Emulator):
             return masked_mse(self.observable(decoder(x), v), target, cov_b)
 
         return train(dec, loss, [features, log_rest, covered, veldisp], self.train_config,
-                     seed=self.seed, progress=self.progress)
+                     seed=self.seed, progress=self.progress,
+                     checkpoint=getattr(self, "_checkpoint", None))
 
 
 def check_settings(cls: str, checks: dict[str, tuple[Any, bool, str]], linear: Any) -> None:
