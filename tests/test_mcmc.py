@@ -191,6 +191,21 @@ def test_emulator_likelihood_matches_the_reference(emulator, observed):
         EmulatorLikelihood(emulator, observed.flux, observed.err, np.zeros(len(WL), bool))
 
 
+def test_a_failed_compilation_falls_back_to_eager(emulator, observed, caplog):
+    like = EmulatorLikelihood(emulator, observed.flux, observed.err, np.ones(len(WL), bool))
+    theta = torch.as_tensor(TRUTH)[None].expand(3, -1)
+    expected = like(theta)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    like.compiled, like._tried, like._fn = True, False, broken  # as a compile that fails
+    with caplog.at_level(logging.WARNING, logger="specsbi.emulator_likelihood"):
+        torch.testing.assert_close(like(theta), expected)
+    assert "torch.compile failed (RuntimeError: no C++ compiler)" in caplog.text
+    assert not like.compiled
+
+
 def test_log_posterior_skips_the_likelihood_outside_the_prior():
     def like(theta: Tensor) -> Tensor:
         assert PRIOR.log_prob(theta).isfinite().all(), "likelihood called outside the prior"

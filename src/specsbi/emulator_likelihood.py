@@ -102,7 +102,6 @@ class EmulatorLikelihood:
         self.good = torch.as_tensor(good, dtype=f64, device=dev)
         self.flux = torch.as_tensor(np.where(good, flux, 0.0), dtype=f64, device=dev)
         self.var = torch.as_tensor(np.where(good, err, 1.0), dtype=f64, device=dev) ** 2
-        self.n_good = int(good.sum())
         self.frac2 = None if frac_err is None else frac_err.to(dev, f64) ** 2
         if self.frac2 is not None and reference is None:
             self.mode = "model"
@@ -116,6 +115,7 @@ class EmulatorLikelihood:
             with torch.no_grad():  # an eager call first: the emulator caches python ints
                 emulator(torch.as_tensor(emulator.prior.mean, dtype=f64, device=dev)[None])
         self._fn = _kernel(self.mode, self.compiled)
+        self._tried = not self.compiled  # a compiled kernel's first call may fail
 
     @torch.no_grad()
     def __call__(self, theta: Tensor) -> Tensor:
@@ -126,7 +126,18 @@ class EmulatorLikelihood:
         pad = -n % self.chunk
         if pad:
             theta = torch.cat([theta, theta[-1:].expand(pad, -1)])
-        return torch.cat([self._eval(t) for t in theta.split(self.chunk)])[:n]
+        chunks = theta.split(self.chunk)
+        if not self._tried:
+            self._tried = True
+            try:
+                first = self._eval(chunks[0])
+            except Exception as err:  # no C++ compiler, an unsupported op, ...: run eagerly
+                log.warning("torch.compile failed (%s: %s); the likelihood runs uncompiled",
+                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                self.compiled, self._fn = False, _kernel(self.mode, False)
+                return self._eval(theta[:n])
+            return torch.cat([first, *(self._eval(t) for t in chunks[1:])])[:n]
+        return torch.cat([self._eval(t) for t in chunks])[:n]
 
     def _eval(self, theta: Tensor) -> Tensor:
         if self.mode == "fixed":
@@ -136,8 +147,8 @@ class EmulatorLikelihood:
     def log_density(self, prior: Any, transform: BoxTransform | None = None
                     ) -> Callable[[np.ndarray], np.ndarray]:
         """The log posterior for emcee: (W, d) numpy → (W,), in u if ``transform`` is given
-        (its log Jacobian added), else in θ. The likelihood runs only where the prior is
-        finite (outside, a stand-in θ fills the chunk and −inf is returned)."""
+        (its log Jacobian added), else in θ; −inf where the prior is, without running the
+        emulator there."""
         dev = self.emulator.device
 
         @torch.no_grad()
