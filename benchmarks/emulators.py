@@ -12,11 +12,18 @@ With --compile the emulator is also timed after ``torch.compile``.
 
 MCMC (--mcmc N): ss.mcmc.sample with the first emulator on the first N test
 galaxies (S/N 5-30 noise as stored), started from the NPE posterior of --npe if
-given (else from the quick optimisation); wall time per galaxy, convergence,
-posterior widths and medians against the truth, and the C2ST (sbi's classifier
-two-sample test; 0.5 = indistinguishable) on (log_mstar, redshift) against the
-NPE's draws. --bagpipes-fits adds the same against bagpipes' own fits
-(benchmarks/bagpipes_fit.py output).
+given (its redshift range narrows the quick optimisation, whose Fisher ball starts
+the walkers), else from the optimisation alone. Each chain runs until converged
+(τ < 1/50 of the kept chain and stable) or --mcmc-steps. Per galaxy: wall and CPU
+time, steps, τ, acceptance, convergence, medians and 68 % intervals against the
+truth, and the C2ST (sbi's classifier two-sample test; 0.5 = indistinguishable) on
+(log_mstar, redshift) against the NPE's draws. --bagpipes-fits adds the same
+against bagpipes' own fits (benchmarks/bagpipes_fit.py output) and their wall
+times. --oracle reruns each chain on the galaxy's own noise added to the
+emulator's spectrum at the true θ: the intervals a perfect emulator would give, so
+the emulator's error and the sampler's can be told apart. With --compile the
+chains run compiled (compilation timed once, before them). --mcmc-only skips the
+accuracy and speed parts.
 
 Every --model is measured (accuracy and speed); the MCMC uses the first.
 
@@ -32,6 +39,9 @@ Reproduce (the budgets of the committed run, one core each):
     python benchmarks/emulators.py --model models/emu-pca-50k --model models/emu-vae-20k \\
         --model models/emu-gan-20k --model models/emu-diffusion-50k --test data/test1k.h5 \\
         --compile --keep-mcmc          # or --npe models/npe-dep --mcmc 20 for the MCMC part
+    python benchmarks/emulators.py --model default-emulator --test data/test1k.h5 --n-test 20 \\
+        --npe default --mcmc 20 --mcmc-only --compile --oracle \\
+        --bagpipes-fits fits/fit3_n200.json --out results/emulators_mcmc.json   # MCMC alone
 """
 
 from __future__ import annotations
@@ -124,37 +134,75 @@ def _c2st(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
                       torch.as_tensor(b, dtype=torch.float32), seed=seed))
 
 
+def _warm_compile(emu, n_walkers: int, error: str | None) -> float:
+    """Compile the emulator likelihood once for the chains' chunk size: its wall time."""
+    from specsbi.emulator_likelihood import EmulatorLikelihood
+
+    spec = np.ones(emu.physics.npix)
+    ref = torch.ones(emu.physics.npix, dtype=torch.float64)
+    frac = None if error is None else torch.zeros(emu.physics.npix, dtype=torch.float64)
+    like = EmulatorLikelihood(emu, spec, spec, spec > 0, frac, ref if error == "fixed" else None,
+                              chunk=-(-n_walkers // 2), compile=True)
+    t0 = time.perf_counter()
+    like(torch.as_tensor(emu.prior.draw(2, seed=0)))
+    return time.perf_counter() - t0
+
+
+def _oracle(emu, spec: ss.Spectrum) -> ss.Spectrum:
+    """The same galaxy and noise, the noiseless bagpipes flux replaced by the emulator's at
+    the true θ: what the chain would give with a perfect emulator."""
+    theta = np.array([spec.params[n] for n in emu.prior.names])
+    flux = spec.flux - spec.flux_noiseless + emu.predict(theta)
+    return ss.Spectrum(spec.wavelength, flux, spec.err, spec.mask, spec.params)
+
+
+def _intervals(row: dict, draws: np.ndarray, truth: dict, prefix: str = "") -> None:
+    for j, t in enumerate(TARGETS):
+        lo, med, hi = np.percentile(draws[:, j], [16, 50, 84])
+        row[f"{prefix}{t}_median"], row[f"{prefix}{t}_width68"] = med, (hi - lo) / 2
+        row[f"{prefix}{t}_pull"] = (med - truth[t]) / max((hi - lo) / 2, 1e-12)
+        row[f"{prefix}{t}_within68"] = bool(lo <= truth[t] <= hi)
+
+
 def mcmc(emu, test: ss.SpectraSet, n_gal: int, npe_path: str | None, n_steps: int,
-         bagpipes_fits: str | None) -> dict:
+         bagpipes_fits: str | None, compile_: bool = False, oracle: bool = False,
+         n_walkers: int | None = None, error: str = "fixed") -> dict:
     npe = ss.load(npe_path) if npe_path else None
     fits = json.loads(Path(bagpipes_fits).read_text()) if bagpipes_fits else None
+    error = None if error == "none" else error
+    n_walkers = n_walkers or max(32, 4 * len(emu.prior.names))
+    compile_s = _warm_compile(emu, n_walkers, error) if compile_ else None
     rows = []
     for i in range(n_gal):
         spec = test[i]
+        truth = {t: float(test.params[t][i]) for t in TARGETS}
         npe_post = npe.posterior(spec) if npe is not None else None
+        kw = {"init": npe_post if npe_post is not None else "optimize", "n_steps": n_steps,
+              "n_walkers": n_walkers, "seed": i, "progress": False, "compile": compile_,
+              "emulator_error": error or False}
         t0 = time.perf_counter()
-        post = ss.mcmc.sample(emu, spec, init=npe_post if npe_post is not None
-                              else "optimize", n_steps=n_steps, seed=i, progress=False)
+        post = ss.mcmc.sample(emu, spec, **kw)
         wall = time.perf_counter() - t0
-        names = post.names
-        draws = post.sample(1000)[:, [names.index(t) for t in TARGETS]]
-        row = {"galaxy": i, "wall_s": wall, "converged": post.diagnostics["converged"],
-               "acceptance": post.diagnostics["acceptance_fraction"],
-               "max_autocorr": float(np.max(post.diagnostics["autocorr_time"])),
-               "effective_samples": post.diagnostics["effective_samples"],
-               "init": post.diagnostics["init"]}
-        for j, t in enumerate(TARGETS):
-            lo, med, hi = np.percentile(draws[:, j], [16, 50, 84])
-            row[f"{t}_median"], row[f"{t}_width68"] = med, (hi - lo) / 2
-            row[f"{t}_truth"] = float(test.params[t][i])
-            row[f"{t}_pull"] = (med - row[f"{t}_truth"]) / max((hi - lo) / 2, 1e-12)
+        d = post.diagnostics
+        draws = post.sample(1000)[:, [post.names.index(t) for t in TARGETS]]
+        row = {"galaxy": i, "snr": float(spec.params.get("snr", np.nan)), "wall_s": wall,
+               "cpu_s": d["cpu_s"], "converged": d["converged"], "n_steps": d["n_steps"],
+               "acceptance": d["acceptance_fraction"],
+               "max_autocorr": float(np.max(d["autocorr_time"])),
+               "autocorr_time": [round(v, 1) for v in d["autocorr_time"]],
+               "effective_samples": d["effective_samples"], "init": d["init"],
+               **{f"{t}_truth": truth[t] for t in TARGETS}}
+        _intervals(row, draws, truth)
         if npe_post is not None:
             npe_draws = npe_post.sample(1000)
             npe_draws = npe_draws[:, [list(npe.targets).index(t) for t in TARGETS]]
             row["c2st_vs_npe"] = _c2st(draws, npe_draws, seed=i)
-            for j, t in enumerate(TARGETS):
-                lo, hi = np.percentile(npe_draws[:, j], [16, 84])
-                row[f"npe_{t}_width68"] = (hi - lo) / 2
+            _intervals(row, npe_draws, truth, "npe_")
+        if oracle:
+            o = ss.mcmc.sample(emu, _oracle(emu, spec), **kw)
+            _intervals(row, o.sample(1000)[:, [o.names.index(t) for t in TARGETS]], truth,
+                       "oracle_")
+            row["oracle_converged"] = o.diagnostics["converged"]
         if fits is not None and str(i) in fits.get("galaxies", {}):
             import h5py
 
@@ -162,34 +210,51 @@ def mcmc(emu, test: ss.SpectraSet, n_gal: int, npe_path: str | None, n_steps: in
                 bp = h5[f"galaxy_{i}/samples"][()]
             row["c2st_vs_bagpipes"] = _c2st(draws, bp, seed=i)
             row["bagpipes_wall_s"] = fits["galaxies"][str(i)]["wall_s"]
+            _intervals(row, bp, truth, "bagpipes_")
+            if npe_post is not None:
+                row["npe_c2st_vs_bagpipes"] = _c2st(npe_draws, bp, seed=i)
         rows.append(row)
         print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v)
                           for k, v in row.items()}), file=sys.stderr, flush=True)
     walls = np.array([r["wall_s"] for r in rows])
+    cpus = np.array([r["cpu_s"] for r in rows])
+    steps = np.array([r["n_steps"] for r in rows])
+    taus = np.array([r["max_autocorr"] for r in rows])
     summary = {
-        "n_galaxies": n_gal, "n_steps": n_steps,
+        "n_galaxies": n_gal, "max_steps": n_steps, "n_walkers": n_walkers,
+        "emulator_error": error, "compile": compile_, "compile_s": compile_s,
         "init": rows[0]["init"] + (" (redshift scan within the NPE's draws)"
                                    if npe is not None and rows[0]["init"] == "optimize" else ""),
+        "converged_fraction": float(np.mean([r["converged"] for r in rows])),
+        "steps_median": float(np.median(steps)), "steps_max": int(steps.max()),
+        "max_autocorr_median": float(np.median(taus)), "max_autocorr_max": float(taus.max()),
+        "acceptance_median": float(np.median([r["acceptance"] for r in rows])),
         "effective_samples_median": float(np.median([r["effective_samples"] for r in rows])),
         "wall_s_per_galaxy_median": float(np.median(walls)),
         "wall_s_per_galaxy_mean": float(np.mean(walls)),
-        "converged_fraction": float(np.mean([r["converged"] for r in rows])),
+        "cpu_s_per_galaxy_median": float(np.median(cpus)),
+        "cpu_ms_per_step_median": float(np.median(1e3 * cpus / steps)),
     }
-    for t in TARGETS:
-        pulls = np.array([r[f"{t}_pull"] for r in rows])
-        summary[f"{t}_median_width68"] = float(np.median([r[f"{t}_width68"] for r in rows]))
-        summary[f"{t}_fraction_within_68"] = float(np.mean(np.abs(pulls) < 1))
-        summary[f"{t}_rms_error"] = float(np.sqrt(np.mean(
-            [(r[f"{t}_median"] - r[f"{t}_truth"]) ** 2 for r in rows])))
-        if npe is not None:
-            summary[f"npe_{t}_median_width68"] = float(np.median(
-                [r[f"npe_{t}_width68"] for r in rows]))
+    for prefix in ["", "npe_", "oracle_"]:
+        for t in TARGETS:
+            if f"{prefix}{t}_pull" not in rows[0]:
+                continue
+            summary[f"{prefix}{t}_median_width68"] = float(np.median(
+                [r[f"{prefix}{t}_width68"] for r in rows]))
+            summary[f"{prefix}{t}_fraction_within_68"] = float(np.mean(
+                [r[f"{prefix}{t}_within68"] for r in rows]))
+            summary[f"{prefix}{t}_rms_pull"] = float(np.sqrt(np.mean(
+                [r[f"{prefix}{t}_pull"] ** 2 for r in rows])))
+            summary[f"{prefix}{t}_rms_error"] = float(np.sqrt(np.mean(
+                [(r[f"{prefix}{t}_median"] - r[f"{t}_truth"]) ** 2 for r in rows])))
     if npe is not None:
         summary["c2st_vs_npe_median"] = float(np.median([r["c2st_vs_npe"] for r in rows]))
     bp_rows = [r for r in rows if "c2st_vs_bagpipes" in r]
     if bp_rows:
-        summary["c2st_vs_bagpipes"] = {r["galaxy"]: r["c2st_vs_bagpipes"] for r in bp_rows}
-        summary["bagpipes_wall_s"] = {r["galaxy"]: r["bagpipes_wall_s"] for r in bp_rows}
+        for key in ("c2st_vs_bagpipes", "npe_c2st_vs_bagpipes", "bagpipes_wall_s", "wall_s"):
+            if key in bp_rows[0]:
+                name = "mcmc_wall_s" if key == "wall_s" else key
+                summary[name + "_galaxies_with_fits"] = {r["galaxy"]: r[key] for r in bp_rows}
     return {"summary": summary, "galaxies": rows}
 
 
@@ -238,9 +303,19 @@ def main(argv=None) -> int:
     ap.add_argument("--n-bagpipes", type=int, default=100, help="bagpipes spectra timed")
     ap.add_argument("--n-speed", type=int, default=20_000, help="emulator spectra timed")
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile; the MCMC runs compiled too")
     ap.add_argument("--mcmc", type=int, default=0, help="galaxies for the MCMC part")
-    ap.add_argument("--mcmc-steps", type=int, default=5000)
+    ap.add_argument("--mcmc-steps", type=int, default=50_000,
+                    help="most steps per chain (each stops once converged)")
+    ap.add_argument("--mcmc-walkers", type=int, help="walkers (default: ss.mcmc.sample's)")
+    ap.add_argument("--emulator-error", choices=["fixed", "model", "none"], default="fixed",
+                    help="ss.mcmc.sample's emulator_error (default: its default, fixed)")
+    ap.add_argument("--mcmc-only", action="store_true",
+                    help="skip accuracy, speed and the figure: only the MCMC part")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also run each chain on the galaxy's noise added to the emulator's "
+                         "own spectrum at the true θ (a perfect emulator)")
     ap.add_argument("--keep-mcmc", action="store_true",
                     help="without --mcmc: keep the MCMC section of an existing --out (marked "
                          "with the date and command of the run that measured it)")
@@ -263,22 +338,26 @@ def main(argv=None) -> int:
                                      "hyper": emu._hyper(),
                                      "card_validation": emu.metrics,
                                      "training_data": emu.data_info.get("n"),
-                                     "fit_seconds": emu.data_info.get("fit_seconds"),
-                                     "accuracy": accuracy(emu, test)}
-    bp = bagpipes_speed(test, args.n_bagpipes)
-    result["bagpipes"] = bp
-    for name, emu in emus.items():
-        sp = emulator_speed(emu, args.n_speed, args.batch, args.compile)
-        sp["speedup_vs_bagpipes"] = sp["spectra_per_s"] / bp["spectra_per_s"]
-        if "compiled_spectra_per_s" in sp:
-            sp["compiled_speedup_vs_bagpipes"] = sp["compiled_spectra_per_s"] / bp["spectra_per_s"]
-        result["emulators"][name]["speed"] = sp
-    if args.figure:
+                                     "fit_seconds": emu.data_info.get("fit_seconds")}
+        if not args.mcmc_only:
+            result["emulators"][name]["accuracy"] = accuracy(emu, test)
+    if not args.mcmc_only:
+        bp = bagpipes_speed(test, args.n_bagpipes)
+        result["bagpipes"] = bp
+        for name, emu in emus.items():
+            sp = emulator_speed(emu, args.n_speed, args.batch, args.compile)
+            sp["speedup_vs_bagpipes"] = sp["spectra_per_s"] / bp["spectra_per_s"]
+            if "compiled_spectra_per_s" in sp:
+                sp["compiled_speedup_vs_bagpipes"] = (sp["compiled_spectra_per_s"]
+                                                      / bp["spectra_per_s"])
+            result["emulators"][name]["speed"] = sp
+    if args.figure and not args.mcmc_only:
         figure(next(iter(emus.values())), test, Path(args.figure))
         result["figure"] = args.figure
     if args.mcmc:
         result["mcmc"] = mcmc(next(iter(emus.values())), test, args.mcmc, args.npe,
-                              args.mcmc_steps, args.bagpipes_fits)
+                              args.mcmc_steps, args.bagpipes_fits, args.compile, args.oracle,
+                              args.mcmc_walkers, args.emulator_error)
         result["mcmc"]["emulator"] = next(iter(emus))
     elif args.keep_mcmc and Path(args.out).exists():
         before = json.loads(Path(args.out).read_text())

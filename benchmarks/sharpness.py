@@ -55,7 +55,8 @@ def main() -> int:
     parser.add_argument("--test", required=True, help="the test file the fit used")
     parser.add_argument("--model", default="default", help="SpectrumPosterior (default: shipped)")
     parser.add_argument("--emulator", help="also emulator + MCMC with this emulator")
-    parser.add_argument("--mcmc-steps", type=int, default=5000)
+    parser.add_argument("--mcmc-steps", type=int, default=50_000,
+                        help="most steps per chain (it stops once converged)")
     parser.add_argument("--out", default="benchmarks/results/sharpness.json")
     args = parser.parse_args()
     model = ss.load(args.model)

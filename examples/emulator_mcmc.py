@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="amortized model to compare with")
     parser.add_argument("--data", help="spectra file (default: the shipped examples)")
     parser.add_argument("--galaxy", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=5000, help="emcee steps")
+    parser.add_argument("--steps", type=int, default=50_000,
+                        help="most emcee steps (the chain stops once converged)")
     parser.add_argument("--out", default="emulator_mcmc")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 import specsbi as ss
+from specsbi.emulator_likelihood import BoxTransform, EmulatorLikelihood
 from specsbi.emulators import Emulator, bagpipes_rest_wavelength
 from specsbi.emulators.physics import trim_rest_wavelength
 from specsbi.mcmc import gaussian_log_likelihood, log_posterior, run_emcee, sample
@@ -42,6 +44,16 @@ class _LineEmulator(Emulator):
         return _Lines(self.physics.rest_wavelength.numpy())
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Chains evaluate small batches: torch's threads only add synchronisation, which on a
+    busy machine costs milliseconds per operation."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def emulator() -> _LineEmulator:
     emu = _LineEmulator(progress=False)
@@ -72,9 +84,10 @@ def _fisher_sigma(emulator, err) -> np.ndarray:
     return np.sqrt(np.diag(np.linalg.inv(jac / err**2 @ jac.T)))
 
 
-def test_emulator_likelihood_recovers_known_parameters(emulator, observed):
-    post = sample(emulator, observed, n_steps=2500, emulator_error=False, seed=1,
-                  progress=False)
+@pytest.mark.parametrize("reparametrize", [False, True])
+def test_emulator_likelihood_recovers_known_parameters(emulator, observed, reparametrize):
+    post = sample(emulator, observed, n_steps=5000, emulator_error=False, seed=1,
+                  progress=False, reparametrize=reparametrize)
     assert isinstance(post, Posterior)
     assert post.names == ["log_mformed", "redshift", "log_mstar"]
     draws = post.sample(1000)
@@ -86,6 +99,7 @@ def test_emulator_likelihood_recovers_known_parameters(emulator, observed):
     assert sigma[1] < 3e-5  # the redshift is pinned at a fraction of a pixel
     d = post.diagnostics
     assert d["converged"] and d["init"] == "optimize" and 0.2 < d["acceptance_fraction"] < 0.8
+    assert d["n_steps"] < 5000 and d["cpu_s"] > 0  # it stopped once converged
 
 
 def test_start_from_posterior_draws_and_batches(emulator, observed):
@@ -102,22 +116,94 @@ def test_start_from_posterior_draws_and_batches(emulator, observed):
     assert len(batch.diagnostics["per_observation"]) == 2
 
 
-def test_short_chain_warns_and_long_chain_converges(caplog):
-    cov = np.array([[1.0, 0.8], [0.8, 1.0]])
+def _gaussian(cov: np.ndarray):
     prec = np.linalg.inv(cov)
 
     def log_prob(x: np.ndarray) -> np.ndarray:
         return -0.5 * np.einsum("ni,ij,nj->n", x, prec, x)
 
-    init = np.random.default_rng(0).normal(size=(64, 2))
-    with caplog.at_level(logging.WARNING, logger="specsbi.mcmc"):
-        _, diag = run_emcee(log_prob, init, n_samples=100, n_steps=40, seed=0)
-    assert not diag["converged"]
-    assert "may not have converged" in caplog.text
-    theta, diag = run_emcee(log_prob, init, n_samples=4000, n_steps=3000, seed=0)
+    return log_prob
+
+
+def test_adaptive_stop_converges_and_recovers_a_gaussian():
+    cov = np.array([[1.0, 0.8, 0.0], [0.8, 1.0, 0.3], [0.0, 0.3, 0.5]])
+    init = np.random.default_rng(0).normal(size=(64, 3))
+    theta, diag = run_emcee(_gaussian(cov), init, n_samples=4000, n_steps=50_000, seed=0)
     assert diag["converged"]
-    np.testing.assert_allclose(theta.mean(0), 0.0, atol=0.12)
-    np.testing.assert_allclose(np.cov(theta.T), cov, atol=0.12)
+    assert diag["n_steps"] < 5000 and diag["max_steps"] == 50_000  # stopped on its own
+    tau = np.max(diag["autocorr_time"])
+    assert diag["n_steps"] - diag["burn_in_steps"] > 50 * tau
+    assert diag["burn_in_steps"] == int(0.3 * diag["n_steps"])
+    np.testing.assert_allclose(theta.mean(0), 0.0, atol=0.1)
+    np.testing.assert_allclose(np.cov(theta.T), cov, atol=0.1)
+
+
+def test_hitting_the_maximum_warns_and_is_not_converged(caplog):
+    init = np.random.default_rng(0).normal(size=(64, 2))
+    log_prob = _gaussian(np.array([[1.0, 0.8], [0.8, 1.0]]))
+    with caplog.at_level(logging.WARNING, logger="specsbi.mcmc"):
+        _, diag = run_emcee(log_prob, init, n_samples=100, n_steps=300, seed=0)
+    assert not diag["converged"] and diag["n_steps"] == 300
+    assert "may not have converged" in caplog.text and "maximum of 300 steps" in caplog.text
+    # a fixed length, as before: runs every step, converged by the 50 τ rule alone
+    _, diag = run_emcee(log_prob, init, n_samples=100, n_steps=2500, seed=0, adaptive=False)
+    assert diag["n_steps"] == 2500 and diag["converged"]
+
+
+def test_box_transform_is_an_exact_bijection_with_its_jacobian():
+    box = BoxTransform(torch.tensor([9.0, 0.01]), torch.tensor([12.0, 0.5]))
+    u = torch.randn(50, 2, dtype=torch.float64) * 3
+    theta = box.to_theta(u)
+    assert ((theta > box.low) & (theta < box.low + box.width)).all()
+    torch.testing.assert_close(box.to_u(theta), u)
+    jac = torch.stack([torch.autograd.functional.jacobian(box.to_theta, r[None])[0, :, 0]
+                       for r in u])  # (50, 2, 2), diagonal
+    expected = torch.log(torch.diagonal(jac, dim1=1, dim2=2)).sum(1)
+    torch.testing.assert_close(box.log_det(u), expected)
+    # a uniform prior in θ is, in u, the product of logistic densities: it integrates to 1
+    grid = torch.linspace(-30, 30, 20001, dtype=torch.float64)
+    dens = torch.exp(box.log_det(torch.stack([grid, torch.zeros_like(grid)], 1))
+                     - math.log(3.0 * 0.49) - math.log(0.25))
+    assert abs(float(torch.trapezoid(dens, grid)) - 1) < 1e-6
+
+
+def test_emulator_likelihood_matches_the_reference(emulator, observed):
+    """Masked pixels weigh nothing; both emulator-error modes; chunks padded when compiled."""
+    good = np.ones(len(WL), bool)
+    good[100:160] = False
+    theta = torch.as_tensor(TRUTH + np.array([[0.0, 0.0], [0.01, 1e-5], [-0.02, -2e-5]]))
+    model = emulator(theta)[:, good]
+    flux = torch.as_tensor(observed.flux[good], dtype=torch.float64)
+    var = torch.as_tensor(observed.err[good], dtype=torch.float64) ** 2
+    frac = torch.full((len(WL),), 0.01, dtype=torch.float64)
+    ref = emulator(theta[:1])[0].detach()
+    for kwargs, expected in [
+        ({}, gaussian_log_likelihood(model, flux, var)),
+        ({"frac_err": frac}, gaussian_log_likelihood(model, flux, var, frac[good])),
+        ({"frac_err": frac, "reference": ref},  # the error frozen at the reference model
+         gaussian_log_likelihood(model, flux, var + (0.01 * ref[good].double()) ** 2)),
+    ]:
+        like = EmulatorLikelihood(emulator, observed.flux, observed.err, good, chunk=2, **kwargs)
+        torch.testing.assert_close(like(theta), expected.double(), rtol=1e-10, atol=1e-8)
+        like.compiled = True  # the padded, chunked path (the eager kernel stands in)
+        torch.testing.assert_close(like(theta), expected.double(), rtol=1e-10, atol=1e-8)
+    with pytest.raises(ValueError, match="unmasked pixels"):
+        EmulatorLikelihood(emulator, observed.flux, observed.err, np.zeros(len(WL), bool))
+
+
+def test_a_failed_compilation_falls_back_to_eager(emulator, observed, caplog):
+    like = EmulatorLikelihood(emulator, observed.flux, observed.err, np.ones(len(WL), bool))
+    theta = torch.as_tensor(TRUTH)[None].expand(3, -1)
+    expected = like(theta)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    like.compiled, like._tried, like._fn = True, False, broken  # as a compile that fails
+    with caplog.at_level(logging.WARNING, logger="specsbi.emulator_likelihood"):
+        torch.testing.assert_close(like(theta), expected)
+    assert "torch.compile failed (RuntimeError: no C++ compiler)" in caplog.text
+    assert not like.compiled
 
 
 def test_log_posterior_skips_the_likelihood_outside_the_prior():
@@ -147,5 +233,9 @@ def test_bad_inputs(emulator, observed):
         sample(emulator, observed, prior=ss.default_prior())
     with pytest.raises(ValueError, match="Spectrum"):
         sample(emulator, observed.flux)
+    with pytest.raises(ValueError, match="emulator_error"):
+        sample(emulator, observed, emulator_error="both")
     with pytest.raises(ValueError, match="select"):
         run_emcee(lambda x: -x.sum(1), np.zeros((40, 2)), select="all")
+    with pytest.raises(ValueError, match="n_steps"):
+        run_emcee(lambda x: -x.sum(1), np.zeros((40, 2)), n_steps=0)

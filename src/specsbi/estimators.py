@@ -275,8 +275,12 @@ class LikelihoodEstimator(_FlowEstimator):
         return lp.reshape(b, k)
 
     def posterior(self, x: Any, prior: Prior | None = None, n_samples: int = 1000,
-                  n_steps: int = 3000, seed: int | None = None) -> Posterior:
-        """MCMC (emcee) under the learned likelihood for one observation or each of a batch."""
+                  n_steps: int = 20_000, seed: int | None = None) -> Posterior:
+        """MCMC (emcee) under the learned likelihood for one observation or each of a batch.
+
+        Each chain runs until converged (:func:`~specsbi.mcmc.run_emcee`'s rule) or
+        ``n_steps``, the maximum; ``diagnostics`` says which.
+        """
         self._require_fit()
         if prior is not None and len(prior.names) != self.theta_dim:
             raise ValueError(f"the prior has {len(prior.names)} parameters; expected "

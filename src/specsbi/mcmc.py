@@ -1,10 +1,12 @@
 """MCMC with emcee for likelihood-based posteriors: learned likelihoods (NLE) and emulators.
 
-:func:`run_emcee` is the sampler both paths share; :func:`log_posterior` puts a
-likelihood and a prior together; :func:`sample` is the emulator path: a Gaussian
-likelihood of an observed spectrum under an emulator's prediction, started from a
-quick optimisation (a redshift scan, a prior search, then gradient steps through
-the differentiable emulator) or from an NPE posterior, returning the same
+:func:`run_emcee` is the sampler both paths share: it runs until the chain has
+converged by emcee's autocorrelation-time rule (or a maximum number of steps, with a
+warning). :func:`log_posterior` puts a likelihood and a prior together. :func:`sample`
+is the emulator path: the Gaussian likelihood of an observed spectrum under an
+emulator's prediction (:mod:`specsbi.emulator_likelihood`), started from a quick
+optimisation (a redshift scan, a prior search, then gradient steps through the
+differentiable emulator) or from an NPE posterior, returning the same
 :class:`~specsbi.posterior.Posterior` as the flows.
 """
 
@@ -38,8 +40,19 @@ def run_emcee(
     progress: bool = False,
     select: str = "best",
     moves: Any = None,
+    adaptive: bool = True,
+    check_every: int = 100,
+    tau_factor: float = 50.0,
+    tau_rtol: float = 0.01,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Sample ``log_prob`` with emcee's ensemble sampler, vectorised over walkers.
+
+    With ``adaptive`` (the default) the chain runs until it has converged, by emcee's
+    documented rule, checked every ``check_every`` steps: the integrated
+    autocorrelation time τ of every parameter, estimated on the chain after the
+    burn-in, is shorter than ``1 / tau_factor`` of that chain and changed by less
+    than ``tau_rtol`` since the previous check. ``n_steps`` is then the maximum;
+    reaching it unconverged logs a warning and sets ``converged`` to False.
 
     Args:
         log_prob: (W, d) → (W,) log density (−inf outside the support).
@@ -47,21 +60,38 @@ def run_emcee(
             optimum, posterior draws).
         n_samples: draws to return, thinned evenly from the post-burn-in chain.
         n_walkers: walkers (default max(32, 4 d)).
-        n_steps: steps per walker.
-        burn_in: fraction of the chain discarded.
+        n_steps: steps per walker: the maximum with ``adaptive``, else the length.
+        burn_in: fraction of the chain discarded (from the draws and from τ).
         seed: seeds emcee's moves.
-        progress: show emcee's progress bar.
+        progress: show emcee's progress bar (its total is the maximum).
         select: which candidates start: "best" (the ``n_walkers`` of highest
             density: for broad candidates such as prior draws) or "first" (the first
             ``n_walkers`` of finite density: for a ball or posterior draws, whose
             spread should be kept).
         moves: emcee moves (default: its stretch move).
+        adaptive: stop once converged (see above) instead of running ``n_steps``.
+        check_every: steps between convergence checks.
+        tau_factor: the kept chain must be longer than ``tau_factor`` τ.
+        tau_rtol: largest relative change of τ between checks that counts as stable
+            (emcee's documented 1 %: at 3 % chains of the test galaxies stopped while
+            their τ estimate was still a fifth below its long-chain value).
 
     Returns:
-        ``(samples (n_samples, d), diagnostics)`` with the acceptance fraction,
-        the integrated autocorrelation time τ per parameter, the effective sample
-        size and ``converged`` (chain longer than 50 τ after burn-in, acceptance
-        in [0.1, 0.9]); a warning is logged when not converged.
+        ``(samples (n_samples, d), diagnostics)``: the acceptance fraction, τ per
+        parameter, the effective sample size, the steps run and discarded, and
+        ``converged`` (kept chain longer than ``tau_factor`` τ, τ stable when
+        ``adaptive``, acceptance in [0.1, 0.9]); a warning is logged when not converged.
+
+    Raises:
+        ValueError: bad settings, or too few starting points of finite density.
+
+    Example:
+        >>> prec = np.array([[2.0, -1.0], [-1.0, 2.0]])
+        >>> log_prob = lambda x: -0.5 * np.einsum("ni,ij,nj->n", x, prec, x)
+        >>> init = np.random.default_rng(0).normal(size=(64, 2))
+        >>> draws, diag = run_emcee(log_prob, init, n_samples=500, n_steps=20_000)
+        >>> draws.shape, diag["converged"], diag["n_steps"] < 20_000
+        ((500, 2), True, True)
     """
     import emcee
 
@@ -69,7 +99,16 @@ def run_emcee(
         raise ValueError(f"`select` must be 'best' or 'first'; got {select!r}")
     if not 0 <= burn_in < 1:
         raise ValueError(f"`burn_in` must lie in [0, 1); got {burn_in}")
+    if not (isinstance(n_steps, int) and n_steps >= 1):
+        raise ValueError(f"`n_steps` must be a positive integer; got {n_steps!r}")
+    if not (isinstance(check_every, int) and check_every >= 1):
+        raise ValueError(f"`check_every` must be a positive integer; got {check_every!r}")
+    if not (tau_factor > 0 and tau_rtol > 0):
+        raise ValueError(f"`tau_factor` and `tau_rtol` must be positive; got {tau_factor}, "
+                         f"{tau_rtol}")
     init = np.asarray(init, dtype=np.float64)
+    if init.ndim != 2:
+        raise ValueError(f"`init` must be (k, d) starting points; got shape {init.shape}")
     d = init.shape[1]
     n_walkers = n_walkers or max(32, 4 * d)
     lp = log_prob(init)
@@ -80,40 +119,67 @@ def run_emcee(
         raise ValueError(f"need {n_walkers} starting points of finite log density; "
                          f"got {int(finite.sum())}")
     if select == "best":
-        start = init[np.argsort(-np.where(finite, lp, -np.inf))[:n_walkers]]
+        keep = np.argsort(-np.where(finite, lp, -np.inf))[:n_walkers]
     else:
-        start = init[np.nonzero(finite)[0][:n_walkers]]
+        keep = np.nonzero(finite)[0][:n_walkers]
     sampler = emcee.EnsembleSampler(n_walkers, d, log_prob, vectorize=True, moves=moves)
     sampler.random_state = np.random.RandomState(seed).get_state()
-    sampler.run_mcmc(start, n_steps, progress=progress)
-    burn = int(burn_in * n_steps)
-    chain = sampler.get_chain(discard=burn, flat=True)
-    quiet = logging.getLogger("emcee.autocorr")  # its own warning repeats ours below
-    level, quiet.level = quiet.level, logging.ERROR
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tau = np.asarray(emcee.autocorr.integrated_time(sampler.get_chain(discard=burn),
-                                                            quiet=True), dtype=float)
-    finally:
-        quiet.level = level
+    state = emcee.State(init[keep], log_prob=lp[keep])
+    stable, old = False, None
+    for _ in sampler.sample(state, iterations=n_steps, progress=progress):
+        it = sampler.iteration
+        if not adaptive or it % check_every or it == n_steps:
+            continue
+        tau = _autocorr_time(sampler.get_chain(discard=int(burn_in * it)))
+        stable = old is not None and bool(np.all(np.abs(tau - old) < tau_rtol * tau))
+        if stable and np.all(it - int(burn_in * it) > tau_factor * tau):
+            break
+        old = tau
+    steps = sampler.iteration
+    burn = int(burn_in * steps)
+    tau = _autocorr_time(sampler.get_chain(discard=burn))
+    if adaptive and steps == n_steps:  # the last check, at the maximum
+        stable = old is not None and bool(np.all(np.abs(tau - old) < tau_rtol * tau))
     accept = float(np.mean(sampler.acceptance_fraction))
-    kept = n_steps - burn
-    converged = bool(np.all(kept > 50 * tau) and 0.1 <= accept <= 0.9)
+    kept = steps - burn
+    converged = bool(np.all(kept > tau_factor * tau) and (stable or not adaptive)
+                     and 0.1 <= accept <= 0.9)
     diag = {
         "acceptance_fraction": accept,
         "autocorr_time": tau.tolist(),
         "effective_samples": float(n_walkers * kept / np.max(tau)),
         "n_walkers": n_walkers,
-        "n_steps": n_steps,
+        "n_steps": steps,
+        "max_steps": n_steps if adaptive else steps,
+        "burn_in_steps": burn,
         "converged": converged,
     }
     if not converged:
-        log.warning("MCMC may not have converged: acceptance %.2f, τ = %s over %d kept steps "
-                    "(want > 50 τ); run more steps", accept, np.round(tau, 1).tolist(), kept)
+        why = (f"stopped at the maximum of {steps} steps" if adaptive
+               else f"ran {steps} steps")
+        log.warning("MCMC may not have converged (%s): acceptance %.2f, τ = %s over %d kept "
+                    "steps (want > %g τ%s); raise n_steps", why, accept,
+                    np.round(tau, 1).tolist(), kept, tau_factor,
+                    ", τ stable between checks" if adaptive else "")
+    chain = sampler.get_chain(discard=burn, flat=True)
     idx = np.linspace(0, len(chain) - 1, n_samples).round().astype(int)
     rng = np.random.default_rng(seed)
     return chain[rng.permutation(idx)], diag
+
+
+def _autocorr_time(chain: np.ndarray) -> np.ndarray:
+    """emcee's integrated autocorrelation time per parameter of a (steps, walkers, d) chain,
+    without its warning about short chains (run_emcee words its own)."""
+    import emcee
+
+    quiet = logging.getLogger("emcee.autocorr")
+    level, quiet.level = quiet.level, logging.ERROR
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(emcee.autocorr.integrated_time(chain, quiet=True), dtype=float)
+    finally:
+        quiet.level = level
 
 
 def torch_log_prob(fn: Callable[[torch.Tensor], torch.Tensor],
@@ -160,15 +226,23 @@ def gaussian_log_likelihood(model: Tensor, flux: Tensor, var: Tensor,
 
 
 # ---------------------------------------------------------------- emulator path
+_ERROR_MODES = {True: "fixed", False: None, "fixed": "fixed", "model": "model", "none": None}
+
+
 def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimize",
-           n_samples: int = 1000, n_walkers: int | None = None, n_steps: int = 5000,
-           burn_in: float = 0.3, emulator_error: bool = True, seed: int = 0,
-           progress: bool = True) -> Any:
+           n_samples: int = 1000, n_walkers: int | None = None, n_steps: int = 50_000,
+           burn_in: float = 0.3, emulator_error: bool | str = True, seed: int = 0,
+           progress: bool = True, moves: Any = None, reparametrize: bool = False,
+           compile: bool = False, check_every: int = 100) -> Any:
     """Posterior of θ (and ``log_mstar``) for observed spectra under an emulator, by emcee.
 
     The likelihood is Gaussian with the spectrum's own errors over its unmasked
     pixels, plus, with ``emulator_error``, the emulator's validation error as a
-    fractional variance (taken at the starting redshift).
+    fractional variance (taken at the starting redshift). The chain runs until it
+    has converged (every parameter's autocorrelation time τ, after the burn-in, below
+    1/50 of the chain and stable to 1 % between checks) or ``n_steps``, whichever
+    comes first; the diagnostics say which (``converged``) and a warning is logged when
+    the maximum is reached first.
 
     Args:
         emulator: a fitted :class:`~specsbi.emulators.Emulator`.
@@ -180,17 +254,38 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
             :class:`~specsbi.posterior.Posterior` (e.g.
             an NPE's for the same galaxy): its draws start the walkers when it covers
             every parameter, else its redshift range narrows the scan.
-        n_samples, n_walkers, n_steps, burn_in: as :func:`run_emcee`; the moves are
-            emcee's differential evolution (80 %) and its snooker variant (20 %), whose
-            autocorrelation times on these posteriors are about half the stretch move's.
-        emulator_error: add the emulator's error to the variance.
+        n_samples: draws kept per galaxy, thinned evenly from the chain after burn-in.
+        n_walkers: walkers (default max(32, 4 d)).
+        n_steps: the most steps per walker (the chain stops earlier once converged).
+        burn_in: fraction of the chain discarded (from the draws and from τ).
+        emulator_error: add the emulator's error to the variance: True or "fixed"
+            (its fractional error × the model at the start: a variance that does not
+            move with θ), "model" (× the current model, with the normalisation that
+            brings), or False.
         seed: seeds the search and the sampler.
         progress: show a progress bar over galaxies (and emcee's for one galaxy).
+        moves: emcee moves (default: differential evolution 80 %, its snooker variant
+            20 %; on test galaxies their autocorrelation time is a third of the stretch
+            move's, two thirds of differential evolution alone's).
+        reparametrize: let the walkers move in u = logit of the position in the prior
+            box (θ = low + (high − low) σ(u), the log Jacobian added: the same
+            posterior). It shortened τ by a fifth on a galaxy whose posterior is in
+            the prior's interior and lengthened it 3× on one against a wall (whose
+            edge becomes a long tail in u), so it is off by default.
+        compile: compile the emulator and the likelihood with ``torch.compile`` (once
+            per process, 10-40 s on a CPU; then a few times faster per step): for
+            more than a galaxy or two.
+        check_every: steps between convergence checks.
 
     Returns:
         A sample-based Posterior over the prior's parameters and ``log_mstar``, with
-        the MCMC diagnostics (``converged``, ``autocorr_time``, ``acceptance_fraction``,
-        the starting point and the wall time).
+        the MCMC diagnostics (``converged``, ``autocorr_time`` in the sampled
+        coordinates, ``acceptance_fraction``, ``n_steps`` run, the starting point,
+        ``wall_s`` and ``cpu_s``).
+
+    Raises:
+        ValueError: an unfitted emulator, a prior over other parameters, a bad
+            ``init`` or ``emulator_error``, a spectrum with fewer than 10 good pixels.
 
     Example:
         >>> post = ss.mcmc.sample(emu, obs[17], init=npe.posterior(obs[17]))  # doctest: +SKIP
@@ -208,6 +303,9 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
                          f"{emulator.prior.names}")
     if not (isinstance(init, str) and init == "optimize") and not hasattr(init, "sample"):
         raise ValueError("`init` must be 'optimize' or a Posterior (e.g. npe.posterior(x))")
+    if not isinstance(emulator_error, (bool, str)) or emulator_error not in _ERROR_MODES:
+        raise ValueError("`emulator_error` must be True, False, 'fixed' or 'model'; got "
+                         f"{emulator_error!r}")
     if isinstance(spectrum, Spectrum):
         spectra, single = spectrum.as_set(), True
     elif isinstance(spectrum, SpectraSet):
@@ -219,13 +317,17 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
         log.info("resampling the spectra onto the emulator's grid")
         spectra = spectra.resample(wl)
     names = [*prior.names, "log_mstar"]
+    settings = {"n_samples": n_samples, "n_walkers": n_walkers or max(32, 4 * len(prior.names)),
+                "n_steps": n_steps, "burn_in": burn_in,
+                "error": _ERROR_MODES[emulator_error], "moves": moves,
+                "reparametrize": reparametrize, "compile": compile,
+                "check_every": check_every}
     draws, diags = [], []
     bar = tqdm(range(len(spectra)), disable=not progress or single, desc="mcmc", unit="gal")
     for i in bar:
         inits = init if single or isinstance(init, str) else _one(init, i)
-        th, diag = _sample_one(emulator, spectra[i], prior, inits, n_samples, n_walkers,
-                               n_steps, burn_in, emulator_error, seed + i,
-                               progress and single)
+        th, diag = _sample_one(emulator, spectra[i], prior, inits, seed + i,
+                               progress and single, **settings)
         with torch.no_grad():
             t = torch.as_tensor(th, dtype=torch.float32, device=emulator.device)
             mstar = emulator.log_mstar(t).double().cpu()
@@ -250,9 +352,15 @@ def _one(post: Any, i: int) -> Any:
     return _Row()
 
 
-def _sample_one(emulator, spec, prior, init, n_samples, n_walkers, n_steps, burn_in,
-                emulator_error, seed, progress) -> tuple[np.ndarray, dict[str, Any]]:
-    t0 = time.perf_counter()
+def _sample_one(emulator: Any, spec: Any, prior: Any, init: Any, seed: int, progress: bool,
+                n_samples: int, n_walkers: int, n_steps: int, burn_in: float,
+                error: str | None, moves: Any, reparametrize: bool, compile: bool,
+                check_every: int) -> tuple[np.ndarray, dict[str, Any]]:
+    import emcee
+
+    from .emulator_likelihood import BoxTransform, EmulatorLikelihood, optimize_start
+
+    t0, c0 = time.perf_counter(), time.process_time()
     dev = emulator.device
     good = ~spec.mask & np.isfinite(spec.err) & (spec.err > 0)
     if good.sum() < 10:
@@ -260,138 +368,56 @@ def _sample_one(emulator, spec, prior, init, n_samples, n_walkers, n_steps, burn
     idx = torch.as_tensor(np.nonzero(good)[0], device=dev)
     flux = torch.as_tensor(spec.flux[good], dtype=torch.float64, device=dev)
     var = torch.as_tensor(spec.err[good], dtype=torch.float64, device=dev) ** 2
-    d = len(prior.names)
-    n_walkers = n_walkers or max(32, 4 * d)
     draws = None
     if not isinstance(init, str):
         draws = np.asarray(init.sample(max(4 * n_walkers, 256)), dtype=np.float64)
-    z_window = None
-    if draws is not None and "redshift" in init.names:
-        z = draws[:, list(init.names).index("redshift")]
-        z_window = (float(np.min(z)), float(np.max(z)))
-
-    def like(theta: Tensor, frac: Tensor | None) -> Tensor:
-        return gaussian_log_likelihood(emulator(theta)[:, idx], flux, var, frac)
-
+    lo, hi = prior.low.double().numpy(), prior.high.double().numpy()
     if draws is not None and set(prior.names) <= set(init.names):
         cols = [list(init.names).index(n) for n in prior.names]
         start, how = draws[:, cols], "posterior draws"
-        z0 = float(np.median(start[:, prior.names.index("redshift")]))
     else:
-        best, cov = _optimize(emulator, prior, lambda t: like(t, None), flux, var, idx,
-                              z_window, seed)
-        rng = np.random.default_rng(seed)
-        start = rng.multivariate_normal(best, cov, size=4 * n_walkers)
-        start = np.clip(start, prior.low.double().numpy(), prior.high.double().numpy())
-        start[0] = best
-        how, z0 = "optimize", float(best[prior.names.index("redshift")])
-    frac = None
-    if emulator_error:
+        z_window = None
+        if draws is not None and "redshift" in init.names:
+            z = draws[:, list(init.names).index("redshift")]
+            z_window = (float(np.min(z)), float(np.max(z)))
+        best, cov = optimize_start(
+            emulator, prior,
+            lambda t: gaussian_log_likelihood(emulator(t)[:, idx], flux, var),
+            flux, var, idx, z_window, seed)
+        start, how = _ball(best, cov, lo, hi, 4 * n_walkers, seed), "optimize"
+    z0 = float(np.median(start[:, prior.names.index("redshift")]))
+    frac = reference = None
+    if error is not None:
         with torch.no_grad():
-            frac = emulator.fractional_error(torch.tensor([z0], device=dev))[0, idx]
-    log_post = log_posterior(lambda t: like(t, frac), prior)
+            frac = emulator.fractional_error(torch.tensor([z0], device=dev))[0]
+            if error == "fixed":
+                ref = torch.as_tensor(start[:1], dtype=torch.float64, device=dev)
+                reference = emulator(ref)[0]
+    like = EmulatorLikelihood(emulator, spec.flux, spec.err, good, frac, reference,
+                              chunk=-(-n_walkers // 2), compile=compile)
+    box = BoxTransform(prior.low, prior.high) if reparametrize else None
     # float64 θ: the redshift's posterior width (~1e-5) is a few hundred float32 steps
-    import emcee
-
-    moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
-    theta, diag = run_emcee(torch_log_prob(log_post, dev, torch.float64), start, n_samples,
-                            n_walkers, n_steps, burn_in, seed, progress, select="first",
-                            moves=moves)
-    diag.update({"init": how, "start": start[0].tolist(),
-                 "wall_s": time.perf_counter() - t0})
+    x0 = start if box is None else box.to_u(torch.as_tensor(start)).numpy()
+    if moves is None:
+        moves = [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)]
+    x, diag = run_emcee(like.log_density(prior, box), x0, n_samples, n_walkers, n_steps,
+                        burn_in, seed, progress, select="first", moves=moves,
+                        check_every=check_every)
+    theta = x if box is None else box.to_theta(torch.as_tensor(x)).numpy()
+    diag.update({"init": how, "start": start[0].tolist(), "emulator_error": error,
+                 "sampled": "logit of the prior box" if box is not None else "θ",
+                 "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0})
     return theta, diag
 
 
-def _optimize(emulator, prior, like, flux, var, idx, z_window, seed
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """A quick maximum-likelihood start: a redshift scan with the amplitude profiled out,
-    a prior search at that redshift, L-BFGS through the emulator, and the Fisher matrix.
-
-    Returns the optimum (d,) and a covariance (d, d) for the walkers' ball.
-    """
-    names = prior.names
-    lo, hi = prior.low.double(), prior.high.double()
-    j_z, j_m = names.index("redshift"), names.index("log_mformed")
-    gen = torch.Generator().manual_seed(seed)
-    z_lo, z_hi = float(lo[j_z]), float(hi[j_z])
-    if z_window is not None:  # an NPE's redshift range, with a margin
-        pad = max(0.2 * (z_window[1] - z_window[0]), 5e-4)
-        z_lo, z_hi = max(z_lo, z_window[0] - pad), min(z_hi, z_window[1] + pad)
-    wl = emulator.physics.wavelength
-    step = 1.5 * float(torch.log(wl[1] / wl[0]))  # 1.5 observed pixels
-    z_grid = (torch.exp(torch.arange(math.log1p(z_lo), math.log1p(z_hi) + step, step,
-                                     dtype=torch.float64)) - 1).clamp(z_lo, z_hi)
-    with torch.no_grad():
-        # 1. redshift scan: rest spectra of a few prior shapes, shifted to every z
-        shapes = lo + (hi - lo) * torch.rand(16, len(names), generator=gen, dtype=torch.float64)
-        rest = emulator.log_rest(shapes)
-        chi = torch.cat([_profile_chi2(emulator.physics(
-            rest.repeat_interleave(len(zs), 0), zs.repeat(len(rest)),
-            torch.zeros(len(rest) * len(zs)))[:, idx], flux, var)[0].reshape(len(rest), -1)
-            for zs in z_grid.split(128)], 1)
-        k = int(chi.argmin())
-        k_best, z_best = k // len(z_grid), float(z_grid[k % len(z_grid)])
-        # 2. prior search around that redshift, the amplitude fitted exactly
-        n = 1024
-        t = lo + (hi - lo) * torch.rand(n, len(names), generator=gen, dtype=torch.float64)
-        t[0] = shapes[k_best]
-        jitter = 2 * torch.rand(n, generator=gen, dtype=torch.float64) - 1
-        t[:, j_z] = (z_best + step * (1 + z_best) * jitter).clamp(lo[j_z], hi[j_z])
-        m = emulator(t)[:, idx].double()
-        chi, amp = _profile_chi2(m, flux, var)
-        t[:, j_m] = (t[:, j_m] + torch.log10(amp)).clamp(lo[j_m], hi[j_m])
-        top = t[torch.argsort(chi)[:3]]
-    # 3. L-BFGS through the emulator on the best three, in the prior box mapped to ℝ^d
-    box = lambda u: lo + (hi - lo) * torch.sigmoid(u)  # noqa: E731
-    results = []
-    for t0 in top:
-        u = torch.logit(((t0 - lo) / (hi - lo)).clamp(1e-6, 1 - 1e-6)).requires_grad_(True)
-        opt = torch.optim.LBFGS([u], lr=1, max_iter=100, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-10, tolerance_change=1e-12)
-
-        def closure(u=u, opt=opt):
-            opt.zero_grad()
-            loss = -like(box(u)[None])[0]
-            loss.backward()
-            return loss
-
-        try:
-            opt.step(closure)
-        except RuntimeError:  # a failed line search keeps the last point
-            pass
-        with torch.no_grad():
-            results.append((float(like(box(u)[None])[0]), box(u).detach()))
-    best = max(results, key=lambda r: r[0])[1]
-    # 4. the walkers' ball: the inverse Fisher matrix JᵀWJ at the optimum
-    jac = _jacobian(lambda t: emulator(t[None])[0, idx].double(), best.detach())
-    fisher = (jac.T / var) @ jac
-    width = (hi - lo).numpy()
-    try:
-        cov = np.linalg.inv(fisher.numpy() + np.diag(1e-12 / width**2))
-        np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        cov = np.diag((1e-3 * width) ** 2)
-    return best.numpy(), cov
-
-
-@torch.no_grad()
-def _jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """(n, d) Jacobian of ``fn`` at ``x`` (d,) by forward-mode AD: d passes, not n."""
-    import torch.autograd.forward_ad as fwd
-
-    cols = []
-    for k in range(len(x)):
-        with fwd.dual_level(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # torch's jvp rules, loaded once
-            out = fn(fwd.make_dual(x, torch.eye(len(x), dtype=x.dtype)[k]))
-            cols.append(fwd.unpack_dual(out).tangent)
-    return torch.stack(cols, 1)
-
-
-def _profile_chi2(model: Tensor, flux: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
-    """χ² of flux against amplitude × model with the best amplitude, and that amplitude."""
-    w = 1 / var
-    mf = (model * flux * w).sum(1)
-    mm = (model * model * w).sum(1).clamp(min=1e-300)
-    amp = (mf / mm).clamp(min=1e-30)
-    return (flux**2 * w).sum() - mf * amp, amp
+def _ball(best: np.ndarray, cov: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int,
+          seed: int) -> np.ndarray:
+    """``n`` starting points from N(best, cov) inside the box (redrawn, then clipped), the
+    first of them ``best``."""
+    rng = np.random.default_rng(seed)
+    pts = rng.multivariate_normal(best, cov, size=8 * n)
+    inside = np.all((pts > lo) & (pts < hi), axis=1)
+    pts = np.concatenate([pts[inside], pts[~inside]])[:n]
+    pts = np.clip(pts, lo, hi)
+    pts[0] = best
+    return pts

@@ -60,8 +60,8 @@ class SpectrumLikelihood(SpectrumPosterior):
     """Neural likelihood of spectra (via their summary) given the simulator parameters.
 
     Same arguments as :class:`SpectrumPosterior`; ``posterior`` runs emcee per galaxy
-    (``n_steps`` per walker) and returns a sample-based :class:`Posterior` over the
-    targets, with the MCMC diagnostics.
+    (until converged, at most ``n_steps`` per walker) and returns a sample-based
+    :class:`Posterior` over the targets, with the MCMC diagnostics.
     """
 
     def _build(self, wavelength: np.ndarray) -> nn.ModuleDict:
@@ -127,7 +127,7 @@ class SpectrumLikelihood(SpectrumPosterior):
 
     @torch.no_grad()
     def posterior(self, spectra: SpectraSet | Spectrum, n_samples: int = 1000,
-                  n_steps: int = 3000) -> Posterior:
+                  n_steps: int = 20_000) -> Posterior:
         """emcee under the learned likelihood for each galaxy; a sample-based Posterior."""
         s = self.summarize(spectra)
         draws, diags = [], []
