@@ -471,7 +471,7 @@ def main() -> None:
             "n_sims": args.n_sims, "n_obs": args.n_obs, "n_samples": args.n_samples,
             "seed": args.seed, "quick": args.quick, "max_epochs": args.max_epochs or None,
             "specsbi": {**{k: v for k, v in PosteriorEstimator().card().items()
-                           if k in ("flow", "hidden", "transforms", "bins")},
+                           if k in ("flow", "hidden", "transforms", "bins", "regression")},
                         **{k: getattr(args, k) for k in ("flow", "hidden", "transforms")
                            if getattr(args, k) is not None},
                         "train": asdict(TrainConfig())},

@@ -45,6 +45,7 @@ def test_bad_training_data(theta, x, message):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"variant": "joint"}, "variant"), ({"flow": "realnvp"}, "flow"), ({"hidden": 0}, "hidden"),
+    ({"regression": "yes"}, "regression"),
 ])
 def test_bad_hyper_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -201,6 +202,26 @@ def test_save_load_round_trip(tmp_path, cls, variant):
                            back.log_likelihood(theta[:4], x[:4]), atol=1e-4)
     with pytest.raises(FileExistsError):
         est.save(folder)
+
+
+def test_a_card_saved_before_the_regression_layer_loads_as_trained(tmp_path):
+    import json
+
+    theta, x = _data()
+    old = _npe(regression=False).fit(theta, x, prior=PRIOR)
+    folder = old.save(tmp_path / "model")
+    card = json.loads((folder / "model.json").read_text())
+    assert card.pop("regression") is False
+    (folder / "model.json").write_text(json.dumps(card))  # as written before the option
+    back = load_estimator(folder)
+    assert back.regression is False
+    assert set(back.net.state_dict()) == set(old.net.state_dict())
+    t = theta[:4]
+    assert np.allclose(old.posterior(x[0]).log_prob(t), back.posterior(x[0]).log_prob(t),
+                       atol=1e-4)
+    new = _npe().fit(theta, x, prior=PRIOR)  # the default has it, and says so in the card
+    assert new.card()["regression"] is True
+    assert len(new.net.state_dict()) == len(old.net.state_dict()) + 3
 
 
 class _Exploit:

@@ -1,4 +1,5 @@
-"""The flows themselves: the tempered base, its calibration, and the grouped inverse."""
+"""The flows themselves: the tempered base, its calibration, the grouped inverse and the
+regression layer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from nflows.transforms import (
 )
 
 from specsbi.flow_inverse import invert_grouped
-from specsbi.flows import ConditionalFlow, JointFlow, calibrate
+from specsbi.flows import ConditionalFlow, JointFlow, LinearShift, calibrate
 
 
 def test_temperature_is_a_normalised_widening_and_calibration_recovers_it():
@@ -80,10 +81,11 @@ def _perturbed(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("kind", ["nsf", "maf"])
-@pytest.mark.parametrize("features", [1, 2, 3])
-def test_grouped_sampling_equals_nflows_inverse(kind, features):
+@pytest.mark.parametrize("features, regression", [(1, False), (2, True), (3, False)])
+def test_grouped_sampling_equals_nflows_inverse(kind, features, regression):
     flow = _perturbed(ConditionalFlow(features, 5, kind=kind, hidden=16, transforms=3,
-                                      embedding=torch.nn.Linear(5, 7), embedding_dim=7))
+                                      embedding=torch.nn.Linear(5, 7), embedding_dim=7,
+                                      regression=regression))
     c = torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
     torch.manual_seed(2)
     reference = flow.flow.sample(50, context=c)  # nflows: every row through every pass
@@ -93,9 +95,10 @@ def test_grouped_sampling_equals_nflows_inverse(kind, features):
     torch.testing.assert_close(draws, reference.detach(), atol=5e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["nsf", "maf"])
-def test_joint_flow_draws_map_back_to_their_base_noise(kind):
-    flow = _perturbed(JointFlow(6, 2, kind=kind, hidden=16, transforms=3))
+@pytest.mark.parametrize("kind, regression", [("nsf", True), ("maf", False)])
+def test_joint_flow_draws_map_back_to_their_base_noise(kind, regression):
+    flow = _perturbed(JointFlow(6, 2, kind=kind, hidden=16, transforms=3,
+                                regression=regression))
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(4)
     theta = flow.conditional_sample(50, x)
@@ -120,3 +123,67 @@ def test_grouped_inverse_with_residual_blocks_and_a_known_block(layer_class):
     assert invert_grouped(torch.nn.Identity(), z, 3) is None  # not a MADE layer: caller falls back
     with pytest.raises(ValueError, match="equal groups"):
         invert_grouped(layer, z[:29], 3, context=c, known=known)
+
+
+def _linear_gaussian(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """c ~ N(0, I_3); y = B c + 0.5 + N(0, 0.2² I_2): y | c is Gaussian with a linear mean."""
+    gen = torch.Generator().manual_seed(seed)
+    b = torch.tensor([[1.0, -0.5, 0.2], [0.3, 0.8, -1.0]])
+    c = torch.randn(n, 3, generator=gen)
+    return c @ b.T + 0.5 + 0.2 * torch.randn(n, 2, generator=gen), c, b
+
+
+def test_linear_shift_inverts_and_fits_a_linear_regression():
+    y, c, b = _linear_gaussian(20_000, 3)
+    shift = LinearShift(2, 3)
+    shift.fit(y, c)
+    assert torch.allclose(shift.weight, b, atol=0.01)
+    assert torch.allclose(shift.bias, torch.full((2,), 0.5), atol=0.01)
+    assert torch.allclose(shift.log_scale.exp(), torch.full((2,), 0.2), rtol=0.02)
+    with torch.no_grad():
+        z, logdet = shift(y, context=c)
+        back, inv_logdet = shift.inverse(z, context=c)
+    assert torch.allclose(back, y, atol=1e-5)
+    assert torch.allclose(logdet, -inv_logdet)
+    assert float(z.std()) == pytest.approx(1.0, abs=0.02)
+    # in a joint vector the condition is the leading block and passes through unchanged
+    joint = LinearShift(2, 3, split=3)
+    joint.load_state_dict(shift.state_dict())
+    with torch.no_grad():
+        out, _ = joint(torch.cat([c, y], -1))
+    assert torch.equal(out[:, :3], c) and torch.allclose(out[:, 3:], z)
+
+
+def test_a_flow_with_regression_starts_at_the_linear_gaussian_fit():
+    # untrained (identity splines), both flows already give y | c its exact density
+    kind = "nsf"
+    torch.manual_seed(4)
+    y, c, b = _linear_gaussian(20_000, 5)
+    yt, ct, _ = _linear_gaussian(500, 6)
+    exact = torch.distributions.Normal(ct @ b.T + 0.5, 0.2).log_prob(yt).sum(-1)
+    cond = ConditionalFlow(2, 3, kind=kind, hidden=16, transforms=2, y=y, c=c,
+                           regression=True)
+    joint = JointFlow(3, 2, kind=kind, hidden=16, transforms=2, x=c, theta=y,
+                      regression=True)
+    plain = ConditionalFlow(2, 3, kind=kind, hidden=16, transforms=2, y=y, c=c)
+    with torch.no_grad():
+        assert float((exact - cond.log_prob(yt, ct)).abs().mean()) < 0.1
+        assert float((exact - joint.conditional_log_prob(yt, ct)).abs().mean()) < 0.1
+        assert float((exact - plain.log_prob(yt, ct)).mean()) > 1.0  # without: far off
+        draws = joint.conditional_sample(4000, ct[:3])
+    assert torch.allclose(draws.mean(1), ct[:3] @ b.T + 0.5, atol=0.03)
+    assert torch.allclose(draws.std(1), torch.full((3, 2), 0.2), rtol=0.1)
+    # without data the shift is the identity, ready for a saved state
+    bare = ConditionalFlow(2, 3, kind=kind, hidden=16, transforms=2, regression=True)
+    assert set(bare.state_dict()) == set(cond.state_dict())
+    assert not set(plain.state_dict()) >= set(cond.state_dict())
+
+
+def test_linear_shift_refuses_mismatched_data():
+    shift = LinearShift(2, 3)
+    with pytest.raises(ValueError, match=r"y \(n, 2\) and c \(n, 3\)"):
+        shift.fit(torch.zeros(10, 2), torch.zeros(9, 3))
+    with pytest.raises(ValueError, match="n >= 2"):
+        shift.fit(torch.zeros(1, 2), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="got"):
+        shift.fit(torch.zeros(10, 3), torch.zeros(10, 3))

@@ -50,13 +50,20 @@ def _tensor(a: Any, name: str, width: int | None = None) -> Tensor:
 
 
 class _FlowEstimator:
-    """Shared machinery: hyper-parameters, fit, save/load, device and seed."""
+    """Shared machinery: hyper-parameters, fit, save/load, device and seed.
+
+    ``regression=True`` (the default) starts the flow at the least-squares
+    linear-Gaussian model of the target given the condition (a
+    :class:`~specsbi.flows.LinearShift` after the standardisation); models saved
+    without it load as they were trained.
+    """
 
     role = ""
 
     def __init__(self, variant: str = "dependent", flow: str = "nsf", hidden: int = 64,
                  transforms: int = 5, bins: int = 8, train_config: TrainConfig | None = None,
-                 device: str = "cpu", seed: int = 0, progress: bool = True) -> None:
+                 device: str = "cpu", seed: int = 0, progress: bool = True,
+                 regression: bool = True) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"`variant` must be one of {VARIANTS}; got {variant!r}")
         if flow not in FLOW_KINDS:
@@ -64,7 +71,9 @@ class _FlowEstimator:
         for key, value in (("hidden", hidden), ("transforms", transforms), ("bins", bins)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{key}` must be a positive integer; got {value!r}")
-        self.variant, self.flow_kind = variant, flow
+        if not isinstance(regression, bool):
+            raise ValueError(f"`regression` must be True or False; got {regression!r}")
+        self.variant, self.flow_kind, self.regression = variant, flow, regression
         self.hidden, self.transforms, self.bins = hidden, transforms, bins
         self.train_config = train_config or TrainConfig()
         self.device, self.seed, self.progress = torch.device(device), seed, progress
@@ -78,7 +87,7 @@ class _FlowEstimator:
     # -------------------------------------------------------------- building
     def _build(self, theta: Tensor | None = None, x: Tensor | None = None) -> nn.Module:
         common = dict(kind=self.flow_kind, hidden=self.hidden, transforms=self.transforms,
-                      bins=self.bins)
+                      bins=self.bins, regression=self.regression)
         if self.variant == "augmented":
             return JointFlow(self.x_dim, self.theta_dim, x=x, theta=theta, **common)
         if self.role == "posterior":
@@ -165,6 +174,7 @@ class _FlowEstimator:
             "hidden": self.hidden,
             "transforms": self.transforms,
             "bins": self.bins,
+            "regression": self.regression,
             "theta_dim": self.theta_dim,
             "x_dim": self.x_dim,
             "names": self.names,
@@ -184,7 +194,8 @@ class _FlowEstimator:
                   device: str = "cpu") -> _FlowEstimator:
         """Rebuild an estimator from a card and its weights."""
         est = cls(card["variant"], card["flow"], card["hidden"], card["transforms"],
-                  card["bins"], device=device, seed=card.get("seed", 0), progress=False)
+                  card["bins"], device=device, seed=card.get("seed", 0), progress=False,
+                  regression=card.get("regression", False))  # absent: saved before it
         est.theta_dim, est.x_dim, est.names = card["theta_dim"], card["x_dim"], card["names"]
         est.prior = Prior.from_json(card["prior"]) if card.get("prior") else None
         est.data_info = card.get("training_data", {})
