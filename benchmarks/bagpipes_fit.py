@@ -11,7 +11,8 @@ posterior only for galaxies near the edges of the age prior.
 
 Writes ``OUT.h5`` (``/galaxy_I/samples``: (n, 2) draws of log_mstar, redshift, with
 attributes ``wall_s`` and the truth) and ``OUT.json`` (per galaxy: wall time, median,
-16th and 84th percentiles, truth). CPU-heavy (tens of minutes per galaxy at
+16th and 84th percentiles, truth), both after each galaxy; a later run with the same
+OUT and settings adds its galaxies to them (fits can be split across runs). CPU-heavy (tens of minutes per galaxy at
 n_live=400); the lead schedules the real runs. Check it end to end with e.g.::
 
     python benchmarks/bagpipes_fit.py --test data/test1k.h5 --galaxies 0 --n-live 40 \
@@ -110,12 +111,23 @@ def main(argv=None) -> int:
                "cores": os.cpu_count(), "command": " ".join([sys.executable, *sys.argv]),
                "n_live": args.n_live, "pool": args.pool, "r_spec": r_spec,
                "fit_instructions": instructions, "galaxies": {}}
-    with h5py.File(out.with_suffix(".h5"), "a") as h5:
-        for i in args.galaxies:
-            draws, wall = fit_one(pipes, test[i], i, instructions, args.n_live, args.pool,
-                                  workdir)
-            truth = {k: float(test.params[k][i]) for k in ("log_mstar", "redshift")}
-            key = f"galaxy_{i}"
+    json_path = out.with_suffix(".json")
+    if json_path.exists():  # galaxies fitted by earlier runs into the same OUT stay
+        before = json.loads(json_path.read_text())
+        if before.get("n_live") != args.n_live or before.get("r_spec") != r_spec:
+            raise SystemExit(f"{json_path} holds fits with other settings (n_live "
+                             f"{before.get('n_live')}, R_spec {before.get('r_spec')}); "
+                             "choose another --out")
+        summary["galaxies"] = before.get("galaxies", {})
+        summary["earlier_commands"] = [*before.get("earlier_commands", []), before["command"]]
+    for i in args.galaxies:
+        draws, wall = fit_one(pipes, test[i], i, instructions, args.n_live, args.pool,
+                              workdir)
+        truth = {k: float(test.params[k][i]) for k in ("log_mstar", "redshift")}
+        key = f"galaxy_{i}"
+        # the file is open only while one galaxy is written: an interruption during a
+        # (long) fit leaves every earlier galaxy readable
+        with h5py.File(out.with_suffix(".h5"), "a") as h5:
             if key in h5:
                 del h5[key]
             g = h5.create_group(key)
@@ -123,14 +135,16 @@ def main(argv=None) -> int:
             g.attrs["columns"] = ["log_mstar", "redshift"]
             g.attrs["wall_s"] = wall
             g.attrs["truth"] = json.dumps(truth)
-            q = np.percentile(draws, [50, 16, 84], axis=0)
-            summary["galaxies"][str(i)] = {
-                "wall_s": round(wall, 1), "n_draws": len(draws), "truth": truth,
-                **{name: {"median": float(q[0, j]), "p16": float(q[1, j]),
-                          "p84": float(q[2, j])}
-                   for j, name in enumerate(["log_mstar", "redshift"])}}
-            print(json.dumps({key: summary["galaxies"][str(i)]}), flush=True)
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+        q = np.percentile(draws, [50, 16, 84], axis=0)
+        summary["galaxies"][str(i)] = {
+            "wall_s": round(wall, 1), "n_draws": len(draws), "truth": truth,
+            **{name: {"median": float(q[0, j]), "p16": float(q[1, j]),
+                      "p84": float(q[2, j])}
+               for j, name in enumerate(["log_mstar", "redshift"])}}
+        print(json.dumps({key: summary["galaxies"][str(i)]}), flush=True)
+        tmp = json_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(json_path)
     return 0
 
 

@@ -195,6 +195,17 @@ def test_save_load_round_trip(emulator, tmp_path):
         emulator.save(path)
 
 
+def test_a_loaded_emulator_traces_as_one_graph():
+    # the shipped emulator broadens; its padding once read a tensor per call, which
+    # split the compiled forward in two (a graph break) on its first, compiled call
+    emu = ss.load("default-emulator")
+    theta = torch.as_tensor(emu.prior.draw(3, seed=1), dtype=torch.float32)
+    torch._dynamo.reset()
+    traced = torch.compile(emu, fullgraph=True, backend="eager")  # raises on a break
+    with torch.no_grad():
+        torch.testing.assert_close(traced(theta), emu(theta))
+
+
 def test_sfh_bin_fractions_follow_bagpipes_weights():
     from specsbi.emulators.sfh import BIN_EDGES_GYR, N_BINS, bin_fractions
     from specsbi.simulators.bagpipes import import_bagpipes

@@ -147,11 +147,16 @@ class Emulator(nn.Module):
     def _pad(self, out: Tensor) -> Tensor:
         """Copy the outermost pixels any training spectrum covered over those beyond: the
         decoder is never trained there, and the broadening kernel would leak them in."""
-        if getattr(self, "_span", None) is None:  # python ints: no tensor read per call
-            self._span = tuple(int(i) + self.physics.margin for i in self.covered_span)
+        if getattr(self, "_span", None) is None:
+            self._set_span()
         a, b = self._span
         return torch.cat([out[:, a : a + 1].expand(-1, a), out[:, a : b + 1],
                           out[:, b : b + 1].expand(-1, out.shape[1] - b - 1)], 1)
+
+    def _set_span(self) -> None:
+        """Read the covered span once, as python ints: no tensor read (a graph break
+        under torch.compile) per call."""
+        self._span = tuple(int(i) + self.physics.margin for i in self.covered_span)
 
     def _hyper(self) -> dict[str, Any]:
         """The subclass's constructor keyword arguments, for the model card."""
@@ -356,7 +361,7 @@ class Emulator(nn.Module):
         covered &= lum > 0
         seen = np.nonzero(covered.any(0))[0]
         self.covered_span.copy_(torch.tensor([seen[0], seen[-1]]))
-        self._span = None
+        self._set_span()
         log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)
         del lum
         t = torch.as_tensor(theta, dtype=torch.float32)
@@ -477,6 +482,7 @@ class Emulator(nn.Module):
                      state["physics.rest_wavelength"].numpy(), card.get("knots") or {},
                      card.get("feature_names"))
         model.load_state_dict(state)
+        model._set_span()
         model.metrics = dict(card.get("validation") or {})
         model.data_info = card.get("training_data", {})
         return model.to(model.device).eval()
