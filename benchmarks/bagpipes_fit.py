@@ -12,8 +12,8 @@ posterior only for galaxies near the edges of the age prior.
 Writes ``OUT.h5`` (``/galaxy_I/samples``: (n, 2) draws of log_mstar, redshift, with
 attributes ``wall_s`` and the truth) and ``OUT.json`` (per galaxy: wall time, median,
 16th and 84th percentiles, truth), both after each galaxy; a later run with the same
-OUT and settings adds its galaxies to them (fits can be split across runs). CPU-heavy (tens of minutes per galaxy at
-n_live=400); the lead schedules the real runs. Check it end to end with e.g.::
+OUT and settings adds its galaxies to them (fits can be split across runs).
+CPU-heavy (10–20 minutes per galaxy at n_live=200 on an idle core). Check it end to end with e.g.::
 
     python benchmarks/bagpipes_fit.py --test data/test1k.h5 --galaxies 0 --n-live 40 \
         --out /tmp/bp_check
