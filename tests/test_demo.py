@@ -100,6 +100,7 @@ def test_shipped_emulator_reproduces_the_examples():
     ex = SpectraSet.read(data_path("examples.h5"))
     theta = np.stack([ex.params[n] for n in emu.param_names], 1)
     frac = np.abs(emu.predict(theta) / ex.flux_noiseless - 1)
-    assert np.median(frac) < 0.01 and np.percentile(frac, 95) < 0.06
+    # measured: median 0.28 %, 95th 1.2 % (on 1,000 held-out draws 0.26 % and 1.4 %)
+    assert np.median(frac) < 0.005 and np.percentile(frac, 95) < 0.025
     assert np.allclose(emu.predict_derived(theta)["log_mstar"], ex.params["log_mstar"],
-                       atol=0.01)
+                       atol=0.003)
