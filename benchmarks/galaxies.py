@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--n-coverage", type=int, default=1000,
                         help="also score specsbi's coverage on this many test galaxies")
     parser.add_argument("--n-speed", type=int, default=1000)
+    parser.add_argument("--speed-models", type=int,
+                        help="time sampling for only the first N --model entries (default all)")
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--sbi-max-epochs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -179,8 +181,9 @@ def main() -> None:
             more = ss.SpectraSet.read(args.test, rows=slice(0, args.n_coverage))
             wide = galaxy_metrics(model.posterior(more), more.params)
             result["specsbi"][name][f"metrics_{len(more)}"] = wide
-        result["speed"][name] = {"seconds_per_galaxy": time_specsbi(model, speed_set,
-                                                                    args.n_samples)}
+        if args.speed_models is None or i < args.speed_models:
+            result["speed"][name] = {"seconds_per_galaxy": time_specsbi(model, speed_set,
+                                                                        args.n_samples)}
         print(name, json.dumps(metrics), file=sys.stderr, flush=True)
     if args.train:
         train = ss.SpectraSet.read(args.train, rows=slice(0, args.n_train))
@@ -201,6 +204,8 @@ def main() -> None:
         sbi_speed = time_sbi(post, feats(speed_set.flux), args.n_samples)
         result["speed"]["sbi-nsf-pca"] = {"seconds_per_galaxy": sbi_speed}
         for name in result["specsbi"]:
+            if name not in result["speed"]:
+                continue
             result["speed"][name]["ratio_to_sbi"] = (
                 result["speed"][name]["seconds_per_galaxy"] / sbi_speed)
     text = json.dumps(result, indent=1)
