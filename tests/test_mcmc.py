@@ -116,6 +116,29 @@ def test_start_from_posterior_draws_and_batches(emulator, observed):
     assert len(batch.diagnostics["per_observation"]) == 2
 
 
+def test_chains_run_on_the_requested_threads_and_restore_them(emulator, observed,
+                                                             monkeypatch):
+    seen = set()
+    forward = type(emulator).forward
+
+    def spy(self, theta):
+        seen.add(torch.get_num_threads())
+        return forward(self, theta)
+
+    monkeypatch.setattr(type(emulator), "forward", spy)
+    torch.set_num_threads(2)
+    try:
+        sample(emulator, observed, n_steps=20, progress=False)
+        assert seen == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        sample(emulator, observed, n_steps=20, progress=False, threads=None)
+        assert seen == {2}
+        with pytest.raises(ValueError, match="threads"):
+            sample(emulator, observed, threads=0)
+    finally:
+        torch.set_num_threads(1)  # the module's setting
+
+
 def _gaussian(cov: np.ndarray):
     prec = np.linalg.inv(cov)
 
