@@ -145,6 +145,15 @@ class LinearShift(Transform):
         self.log_scale.copy_(resid.std(0).clamp(min=1e-3).log())
 
 
+def _add_shift(transform: Any, shift: LinearShift, data: tuple[Tensor, Tensor] | None
+               ) -> None:
+    """Put ``shift`` right after the standardisation, fitted to the standardised
+    (y, c) ``data`` when given (without data it is the identity, for a saved state)."""
+    if data is not None:
+        shift.fit(*data)
+    transform._transforms.insert(1, shift)
+
+
 def robust_stats(a: Tensor) -> tuple[Tensor, Tensor]:
     """Median and MAD-based scale per column (std where the MAD vanishes)."""
     med = a.median(0).values
@@ -290,11 +299,10 @@ class ConditionalFlow(nn.Module):
         transform = _transform(kind, features, hidden, transforms, width, bins, tail_bound,
                                y_mean, y_std, [features])
         if regression:
-            shift = LinearShift(features, width)
-            if y is not None and c is not None:
-                with torch.no_grad():
-                    shift.fit(transform._transforms[0](y)[0], embed(c))
-            transform._transforms.insert(1, shift)
+            with torch.no_grad():
+                data = None if y is None or c is None else (transform._transforms[0](y)[0],
+                                                           embed(c))
+            _add_shift(transform, LinearShift(features, width), data)
         self.flow = Flow(transform, TemperedNormal([features]), embedding_net=embed)
 
     def log_prob(self, y: Tensor, condition: Tensor) -> Tensor:
@@ -377,12 +385,12 @@ class JointFlow(nn.Module):
                                tail_bound, torch.cat([xm, tm]), torch.cat([xs, ts]),
                                [x_dim, theta_dim])
         if regression:
-            shift = LinearShift(theta_dim, x_dim, split=x_dim)
+            data = None
             if x is not None and theta is not None:
                 with torch.no_grad():
                     z = transform._transforms[0](torch.cat([x, theta], dim=-1))[0]
-                shift.fit(z[:, x_dim:], z[:, :x_dim])
-            transform._transforms.insert(1, shift)
+                data = (z[:, x_dim:], z[:, :x_dim])
+            _add_shift(transform, LinearShift(theta_dim, x_dim, split=x_dim), data)
         self.flow = Flow(transform, TemperedNormal([x_dim + theta_dim]))
 
     def log_prob(self, x: Tensor, theta: Tensor) -> Tensor:
