@@ -141,7 +141,10 @@ def _warm_compile(emu, n_walkers: int, error: str | None) -> float:
     spec = np.ones(emu.physics.npix)
     ref = torch.ones(emu.physics.npix, dtype=torch.float64)
     frac = None if error is None else torch.zeros(emu.physics.npix, dtype=torch.float64)
-    like = EmulatorLikelihood(emu, spec, spec, spec > 0, frac, ref if error == "fixed" else None,
+    modes = (torch.zeros(len(emu.error_modes), emu.physics.npix, dtype=torch.float64)
+             if error == "fixed" else None)  # the chains' kernel: with the modes' projection
+    like = EmulatorLikelihood(emu, spec, spec, spec > 0, frac,
+                              ref if error in ("fixed", "diagonal") else None, modes,
                               chunk=-(-n_walkers // 2), compile=True)
     t0 = time.perf_counter()
     like(torch.as_tensor(emu.prior.draw(2, seed=0)))
@@ -309,7 +312,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mcmc-steps", type=int, default=50_000,
                     help="most steps per chain (each stops once converged)")
     ap.add_argument("--mcmc-walkers", type=int, help="walkers (default: ss.mcmc.sample's)")
-    ap.add_argument("--emulator-error", choices=["fixed", "model", "none"], default="fixed",
+    ap.add_argument("--emulator-error", choices=["fixed", "diagonal", "model", "none"],
+                    default="fixed",
                     help="ss.mcmc.sample's emulator_error (default: its default, fixed)")
     ap.add_argument("--mcmc-only", action="store_true",
                     help="skip accuracy, speed and the figure: only the MCMC part")

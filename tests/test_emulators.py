@@ -181,6 +181,59 @@ def test_torch_path_is_differentiable(emulator):
     assert (grad[:, names.index("redshift")] != 0).all()
 
 
+def test_leading_error_modes_recover_a_known_shared_pattern():
+    """Residuals = a_i · e + white noise: the first mode is ±std(a) · e, the rest small."""
+    from specsbi.emulators.base import _leading_modes
+
+    gen = torch.Generator().manual_seed(0)
+    e = torch.sin(torch.linspace(0, 3, 500))
+    a = 0.02 * torch.randn(4000, 1, generator=gen)
+    res = a * e + 0.001 * torch.randn(4000, 500, generator=gen)
+    modes = _leading_modes(res / len(res) ** 0.5, 4)
+    assert modes.shape == (4, 500)
+    cos = float(modes[0] @ e / (modes[0].norm() * e.norm()))
+    assert abs(abs(cos) - 1) < 1e-4
+    assert abs(float(modes[0].norm()) / (0.02 * float(e.norm())) - 1) < 0.03
+    assert float(modes[1].norm()) < 0.1 * float(modes[0].norm())
+
+
+def test_error_modes_and_validate_on_held_out_sets(emulator, toy_train, tmp_path):
+    k, n_rest = emulator.error_modes.shape
+    assert k > 0 and n_rest == emulator.physics.n_rest
+    # the modes are part of each pixel's variance, never more than all of it
+    assert ((emulator.error_modes.double() ** 2).sum(0)
+            <= emulator.rest_error.double() ** 2 * (1 + 1e-5) + 1e-12).all()
+    diag, modes = emulator.error_model(0.2)
+    assert diag.shape == (len(WL),) and modes.shape == (k, len(WL))
+    total = emulator.fractional_error(torch.tensor([0.2], dtype=torch.float64))[0]
+    assert (diag <= total + 1e-9).all() and (diag < total).any()
+    # the fit's own validation rows give back the same error model
+    val, _ = ss.training.split(len(toy_train), emulator.train_config, emulator.seed)
+    again = ss.load(emulator.save(tmp_path / "emu"))
+    metrics = again.validate(toy_train[np.sort(val.numpy())])
+    torch.testing.assert_close(again.rest_error, emulator.rest_error, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(again.error_modes[:3].abs(), emulator.error_modes[:3].abs(),
+                               rtol=1e-3, atol=1e-6)  # the leading ones; later ones may swap
+    assert metrics["error_measured_on"]["n"] == len(val) and "best_epoch" in metrics
+    observed_only = ss.SpectraSet(toy_train.wavelength, toy_train.flux, toy_train.err,
+                                  params=toy_train.params)
+    with pytest.raises(ValueError, match="noiseless"):
+        again.validate(observed_only)
+
+
+def test_emulators_saved_without_error_modes_still_load(emulator, tmp_path):
+    from specsbi.serialization import read_model, write_model
+
+    card, state = read_model(emulator.save(tmp_path / "emu"))
+    del state["error_modes"]
+    old = ss.load(write_model(tmp_path / "old", card, state))
+    assert old.error_modes.shape == (0, old.physics.n_rest)
+    diag, modes = old.error_model(0.2)
+    torch.testing.assert_close(diag, old.fractional_error(torch.tensor([0.2],
+                                                                        dtype=torch.float64))[0])
+    assert modes.shape == (0, len(WL))
+
+
 def test_save_load_round_trip(emulator, tmp_path):
     path = emulator.save(tmp_path / "emu")
     again = ss.load(path)

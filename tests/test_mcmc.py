@@ -214,6 +214,29 @@ def test_emulator_likelihood_matches_the_reference(emulator, observed):
         EmulatorLikelihood(emulator, observed.flux, observed.err, np.zeros(len(WL), bool))
 
 
+def test_correlated_emulator_error_is_the_dense_gaussian(emulator, observed):
+    """Diagonal plus low-rank error through Woodbury = ln N with the full covariance."""
+    rng = np.random.default_rng(5)
+    good = np.ones(len(WL), bool)
+    good[40:90] = False
+    theta = torch.as_tensor(TRUTH + np.array([[0.0, 0.0], [0.02, 2e-5], [-0.01, -1e-5]]))
+    frac = torch.as_tensor(rng.uniform(0.002, 0.01, len(WL)))
+    modes = torch.as_tensor(rng.normal(0, 0.01, (3, len(WL))))
+    ref = emulator(theta[:1])[0].detach().double()
+    like = EmulatorLikelihood(emulator, observed.flux, observed.err, good, frac, ref, modes,
+                              chunk=2)
+    b = (modes * ref)[:, good]
+    cov = torch.diag(torch.as_tensor(observed.err[good]) ** 2 + (frac * ref)[good] ** 2)
+    dense = torch.distributions.MultivariateNormal(emulator(theta)[:, good].double(),
+                                                   covariance_matrix=cov + b.T @ b)
+    expected = dense.log_prob(torch.as_tensor(observed.flux[good]))
+    torch.testing.assert_close(like(theta), expected, rtol=1e-8, atol=1e-6)
+    diagonal = EmulatorLikelihood(emulator, observed.flux, observed.err, good, frac, ref)
+    assert (like(theta) != diagonal(theta)).all()
+    with pytest.raises(ValueError, match="reference"):
+        EmulatorLikelihood(emulator, observed.flux, observed.err, good, frac, modes=modes)
+
+
 def test_a_failed_compilation_falls_back_to_eager(emulator, observed, caplog):
     like = EmulatorLikelihood(emulator, observed.flux, observed.err, np.ones(len(WL), bool))
     theta = torch.as_tensor(TRUTH)[None].expand(3, -1)

@@ -1,7 +1,9 @@
 """`EmulatorLikelihood`: one observed spectrum's Gaussian likelihood under an emulator.
 
 What :func:`specsbi.mcmc.sample` evaluates millions of times: ln N(flux | emulator(θ),
-σ² + emulator error²) over the spectrum's good pixels, batched in chunks of a fixed
+σ² + emulator error) over the spectrum's good pixels (the emulator error diagonal, or
+diagonal plus a few correlated modes, applied through the Woodbury identity), batched
+in chunks of a fixed
 size (so ``torch.compile`` compiles one shape per emulator and process), masked
 pixels weighted by zero rather than gathered (every spectrum has the same shapes).
 Also here: :class:`BoxTransform`, the exact bijection between ℝ^d and the prior's
@@ -82,6 +84,11 @@ class EmulatorLikelihood:
         reference: (npix,) a model spectrum at which the emulator-error variance
             (frac_err · reference)² is frozen; None lets it follow the model,
             (frac_err · emulator(θ))², with its normalisation term.
+        modes: (k, npix) correlated fractional error modes e_k (see
+            :meth:`~specsbi.emulators.Emulator.error_model`), or None. They need
+            ``reference``: the covariance is then D + B Bᵀ with D = σ² + (frac_err ·
+            reference)² and B = reference · e_k, and the quadratic form and determinant
+            come from the Woodbury identity (k extra dot products per spectrum).
         chunk: rows per emulator call; calls are padded to whole chunks when compiled.
         compile: run the emulator and the likelihood through ``torch.compile``
             (one compilation per chunk size and process, 10-40 s on a CPU; then a few
@@ -93,7 +100,7 @@ class EmulatorLikelihood:
 
     def __init__(self, emulator: Any, flux: np.ndarray, err: np.ndarray, good: np.ndarray,
                  frac_err: Tensor | None = None, reference: Tensor | None = None,
-                 chunk: int = 16, compile: bool = False) -> None:
+                 modes: Tensor | None = None, chunk: int = 16, compile: bool = False) -> None:
         dev, f64 = emulator.device, torch.float64
         good = np.asarray(good, bool)
         if good.sum() < 10:
@@ -103,14 +110,26 @@ class EmulatorLikelihood:
         self.flux = torch.as_tensor(np.where(good, flux, 0.0), dtype=f64, device=dev)
         self.var = torch.as_tensor(np.where(good, err, 1.0), dtype=f64, device=dev) ** 2
         self.frac2 = None if frac_err is None else frac_err.to(dev, f64) ** 2
+        self.proj = None
+        if modes is not None and len(modes) and reference is None:
+            raise ValueError("correlated error `modes` need a `reference` model spectrum")
         if self.frac2 is not None and reference is None:
             self.mode = "model"
         else:
             self.mode = "fixed"
-            v = self.var if self.frac2 is None else (
-                self.var + self.frac2 * reference.detach().to(dev, f64) ** 2)
+            ref = None if reference is None else reference.detach().to(dev, f64)
+            v = self.var if self.frac2 is None else self.var + self.frac2 * ref**2
             self.weight = self.good / v
             self.const = float(-0.5 * ((torch.log(v) + _LOG_2PI) * self.good).sum())
+            if modes is not None and len(modes):
+                # Woodbury: (D + BBᵀ)⁻¹ = D⁻¹ − D⁻¹B C⁻¹ BᵀD⁻¹ with C = I + BᵀD⁻¹B = LLᵀ,
+                # so rᵀ(D + BBᵀ)⁻¹r = rᵀD⁻¹r − |L⁻¹BᵀD⁻¹r|² and ln|D + BBᵀ| = ln|D| + ln|C|
+                b = modes.to(dev, f64) * ref * self.good  # Bᵀ: (k, npix)
+                bw = b * self.weight
+                chol = torch.linalg.cholesky(torch.eye(len(b), dtype=f64, device=dev)
+                                             + bw @ b.T)
+                self.proj = torch.linalg.solve_triangular(chol, bw, upper=False)
+                self.const -= float(torch.log(torch.diagonal(chol)).sum())
         if self.compiled:
             with torch.no_grad():  # an eager call first: the emulator caches python ints
                 emulator(torch.as_tensor(emulator.prior.mean, dtype=f64, device=dev)[None])
@@ -141,7 +160,7 @@ class EmulatorLikelihood:
 
     def _eval(self, theta: Tensor) -> Tensor:
         if self.mode == "fixed":
-            return self._fn(self.emulator, theta, self.flux, self.weight) + self.const
+            return self._fn(self.emulator, theta, self.flux, self.weight, self.proj) + self.const
         return self._fn(self.emulator, theta, self.flux, self.var, self.good, self.frac2)
 
     def log_density(self, prior: Any, transform: BoxTransform | None = None
@@ -169,10 +188,15 @@ class EmulatorLikelihood:
         return fn
 
 
-def _fixed(emulator: Any, theta: Tensor, flux: Tensor, weight: Tensor) -> Tensor:
-    """−½ Σ w (flux − model)²: the variance fixed, its normalisation added by the caller."""
-    m = emulator(theta).double()
-    return -0.5 * ((flux - m) ** 2 * weight).sum(-1)
+def _fixed(emulator: Any, theta: Tensor, flux: Tensor, weight: Tensor,
+           proj: Tensor | None) -> Tensor:
+    """−½ rᵀC⁻¹r, r = flux − model: the covariance C fixed (diagonal weights w, and the
+    Woodbury projection of its low-rank part when given); the caller adds −½ ln|2πC|."""
+    r = flux - emulator(theta).double()
+    quad = (r**2 * weight).sum(-1)
+    if proj is not None:
+        quad = quad - ((r @ proj.T) ** 2).sum(-1)
+    return -0.5 * quad
 
 
 def _model(emulator: Any, theta: Tensor, flux: Tensor, var: Tensor, good: Tensor,

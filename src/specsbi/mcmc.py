@@ -226,7 +226,8 @@ def gaussian_log_likelihood(model: Tensor, flux: Tensor, var: Tensor,
 
 
 # ---------------------------------------------------------------- emulator path
-_ERROR_MODES = {True: "fixed", False: None, "fixed": "fixed", "model": "model", "none": None}
+_ERROR_MODES = {True: "fixed", False: None, "fixed": "fixed", "diagonal": "diagonal",
+                "model": "model", "none": None}
 
 
 def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimize",
@@ -237,8 +238,11 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
     """Posterior of θ (and ``log_mstar``) for observed spectra under an emulator, by emcee.
 
     The likelihood is Gaussian with the spectrum's own errors over its unmasked
-    pixels, plus, with ``emulator_error``, the emulator's validation error as a
-    fractional variance (taken at the starting redshift). The chain runs until it
+    pixels, plus, with ``emulator_error``, the emulator's validation error (taken at
+    the starting redshift): a fractional variance per pixel and the error's correlated
+    modes (:meth:`~specsbi.emulators.Emulator.error_model`), whose shared patterns
+    along the spectrum per-pixel variances alone would treat as independent, and so
+    trust too much. The chain runs until it
     has converged (every parameter's autocorrelation time τ, after the burn-in, below
     1/50 of the chain and stable to 1 % between checks) or ``n_steps``, whichever
     comes first; the diagnostics say which (``converged``) and a warning is logged when
@@ -258,10 +262,11 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
         n_walkers: walkers (default max(32, 4 d)).
         n_steps: the most steps per walker (the chain stops earlier once converged).
         burn_in: fraction of the chain discarded (from the draws and from τ).
-        emulator_error: add the emulator's error to the variance: True or "fixed"
-            (its fractional error × the model at the start: a variance that does not
-            move with θ), "model" (× the current model, with the normalisation that
-            brings), or False.
+        emulator_error: add the emulator's error to the covariance: True or "fixed"
+            (its fractional error × the model at the start, per pixel and along its
+            correlated modes: a covariance that does not move with θ), "diagonal"
+            (the same without the modes), "model" (per pixel × the current model, with
+            the normalisation that brings), or False.
         seed: seeds the search and the sampler.
         progress: show a progress bar over galaxies (and emcee's for one galaxy).
         moves: emcee moves (default: differential evolution 80 %, its snooker variant
@@ -309,8 +314,8 @@ def sample(emulator: Any, spectrum: Any, prior: Any = None, init: Any = "optimiz
     if not (isinstance(init, str) and init == "optimize") and not hasattr(init, "sample"):
         raise ValueError("`init` must be 'optimize' or a Posterior (e.g. npe.posterior(x))")
     if not isinstance(emulator_error, (bool, str)) or emulator_error not in _ERROR_MODES:
-        raise ValueError("`emulator_error` must be True, False, 'fixed' or 'model'; got "
-                         f"{emulator_error!r}")
+        raise ValueError("`emulator_error` must be True, False, 'fixed', 'diagonal' or "
+                         f"'model'; got {emulator_error!r}")
     if isinstance(spectrum, Spectrum):
         spectra, single = spectrum.as_set(), True
     elif isinstance(spectrum, SpectraSet):
@@ -399,14 +404,18 @@ def _sample_one(emulator: Any, spec: Any, prior: Any, init: Any, seed: int, prog
             flux, var, idx, z_window, seed)
         start, how = _ball(best, cov, lo, hi, 4 * n_walkers, seed), "optimize"
     z0 = float(np.median(start[:, prior.names.index("redshift")]))
-    frac = reference = None
+    frac = reference = modes = None
     if error is not None:
         with torch.no_grad():
-            frac = emulator.fractional_error(torch.tensor([z0], device=dev))[0]
+            z = torch.tensor([z0], dtype=torch.float64, device=dev)
             if error == "fixed":
+                frac, modes = emulator.error_model(z0)
+            else:
+                frac = emulator.fractional_error(z)[0]
+            if error != "model":
                 ref = torch.as_tensor(start[:1], dtype=torch.float64, device=dev)
                 reference = emulator(ref)[0]
-    like = EmulatorLikelihood(emulator, spec.flux, spec.err, good, frac, reference,
+    like = EmulatorLikelihood(emulator, spec.flux, spec.err, good, frac, reference, modes,
                               chunk=-(-n_walkers // 2), compile=compile)
     box = BoxTransform(prior.low, prior.high) if reparametrize else None
     # float64 θ: the redshift's posterior width (~1e-5) is a few hundred float32 steps

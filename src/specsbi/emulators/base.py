@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 EMULATORS: dict[str, type[Emulator]] = {}
 _OUTSIDE = ("redshift", "log_mformed")  # what the physics layer applies, not the decoder
 _SOFT_CLIP = 30.0  # age/τ beyond ~30: e^(−age/τ) no longer matters
+N_ERROR_MODES = 64  # correlated emulator-error modes kept from the validation residuals
 
 
 def masked_mse(pred: Tensor, target: Tensor, covered: Tensor) -> Tensor:
@@ -195,6 +196,7 @@ class Emulator(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(f))
         self.register_buffer("feature_std", torch.ones(f))
         self.register_buffer("rest_error", torch.zeros(self.physics.n_rest))
+        self.register_buffer("error_modes", torch.zeros(0, self.physics.n_rest))
         self.register_buffer("covered_span", torch.tensor([0, self.physics.n_rest - 1]))
         n_out = self.physics.n_rest + 2 * self.physics.margin
         self.decoder = self._build_decoder(len(self._decoder_idx), n_out)
@@ -275,6 +277,25 @@ class Emulator(nn.Module):
         var = self.rest_error.double()[None].expand(len(redshift), -1) ** 2
         return self.physics.shift(var, redshift).clamp(min=0).sqrt()
 
+    def error_model(self, redshift: float) -> tuple[Tensor, Tensor]:
+        """The emulator's fractional error at ``redshift`` as a diagonal plus low-rank model.
+
+        The validation residuals δ ln f share a few patterns along the spectrum (an
+        error in a continuum slope or a break moves every pixel of it together), so
+        Cov(δ ln f) ≈ diag(s²) + Σ_k e_k e_kᵀ over the leading modes e_k; s² is what
+        the modes leave of each pixel's variance. Both are moved to the observed pixels.
+
+        Returns:
+            s (npix,) and the modes (k, npix), float64; k is 0 for an emulator saved
+            before the modes were kept (then s is :meth:`fractional_error`).
+        """
+        modes = self.error_modes.double()
+        rest_var = (self.rest_error.double() ** 2 - (modes**2).sum(0)).clamp(min=0)
+        rows = torch.cat([rest_var[None], modes])
+        z = torch.full((len(rows),), float(redshift), dtype=torch.float64, device=rows.device)
+        obs = self.physics.shift(rows, z)
+        return obs[0].clamp(min=0).sqrt(), obs[1:]
+
     # -------------------------------------------------------------- numpy path
     def _theta(self, theta: Any) -> Tensor:
         self._require()
@@ -323,20 +344,13 @@ class Emulator(nn.Module):
         """
         t0 = time.perf_counter()
         self._checkpoint = checkpoint
-        if not isinstance(train_set, SpectraSet):
-            raise ValueError("fit takes a SpectraSet (e.g. ss.SpectraSet.read('train.h5'))")
-        if train_set.flux_noiseless is None:
-            raise ValueError("the training set has no noiseless flux (/raw/spec_noiseless); "
-                             "simulate one with ss.simulate or `specsbi simulate`")
+        _check_set(train_set, "fit")
         data = train_set if max_spectra is None else train_set[:max_spectra]
         if len(data) < 50:
             raise ValueError(f"need at least 50 training spectra; got {len(data)}")
         prior_doc = data.attrs.get("prior")
         prior = Prior.from_json(prior_doc) if prior_doc else default_prior()
-        missing = [n for n in [*prior.names, "log_mstar"] if n not in data.params]
-        if missing:
-            raise ValueError(f"the training set lacks parameter(s) {missing}; it has "
-                             f"{sorted(data.params)}")
+        _check_params(data, prior)
         sim = data.attrs.get("simulator") or {}
         bagpipes = isinstance(sim, dict) and sim.get("class") == "BagpipesSimulator"
         self.bagpipes = bagpipes
@@ -354,30 +368,22 @@ class Emulator(nn.Module):
                                if bagpipes and v is not None else None)
         torch.manual_seed(self.seed)
         self._build(prior, wl, rest, knots)
-        theta = prior.check(np.stack([data.params[n] for n in prior.names], 1))
-        z = prior.to_dict(theta)["redshift"]
-        log_m = prior.to_dict(theta)["log_mformed"]
-        lum, covered = self.physics.to_rest(data.flux_noiseless, z, log_m)
-        covered &= lum > 0
-        seen = np.nonzero(covered.any(0))[0]
+        raw, log_rest, covered, veldisp, surv = self._targets(data)
+        seen = np.nonzero(covered.any(0).numpy())[0]
         self.covered_span.copy_(torch.tensor([seen[0], seen[-1]]))
         self._set_span()
-        log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)
-        del lum
-        t = torch.as_tensor(theta, dtype=torch.float32)
-        cols = self._columns(t)
-        raw = self._raw_features(cols)
-        veldisp = (cols["veldisp"] if "veldisp" in cols else torch.zeros(len(t))).to(self.device)
         self.feature_mean.copy_(raw.mean(0))
         self.feature_std.copy_(torch.where(raw.std(0) > 1e-6, raw.std(0), 1.0))
-        surv = torch.as_tensor(data.params["log_mstar"] - log_m, dtype=torch.float32)[:, None]
         self.survival.fit(raw, surv, self.seed, self.progress)
         self.to(self.device)
         x = ((raw - self.feature_mean.cpu()) / self.feature_std.cpu()).to(self.device)
-        covered_t = torch.as_tensor(covered, device=self.device)
+        covered_t, veldisp = covered.to(self.device), veldisp.to(self.device)
         x_dec = x[:, self._decoder_idx]
         self.history = self._fit_decoder(x_dec, log_rest.to(self.device), covered_t, veldisp)
-        self._validate(x_dec, log_rest, covered_t, veldisp, raw, surv)
+        val, _ = split(len(x), self.train_config, self.seed)
+        val = val[:5000]
+        self._validate(x_dec[val], log_rest[val], covered_t[val], veldisp[val], raw[val],
+                       surv[val])
         self.data_info = {"n": len(data), "attrs": {k: data.attrs.get(k) for k in
                                                      ("simulator", "seed", "prior", "noise")},
                           "fit_seconds": time.perf_counter() - t0}
@@ -393,26 +399,70 @@ class Emulator(nn.Module):
         step = float(np.log10(wl[-1] / wl[0]) / (len(wl) - 1))
         return log_rest_wavelength(wl, z_range, step / 2)
 
+    def _targets(self, data: SpectraSet) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """What the networks learn from simulations: raw shape features (n, f), ln rest
+        spectra (n, n_rest) and the pixels of them the observed grid covered (bool),
+        veldisp (n,) and log10(surviving / formed mass) (n, 1)."""
+        theta = self.prior.check(np.stack([data.params[n] for n in self.prior.names], 1))
+        z = self.prior.to_dict(theta)["redshift"]
+        log_m = self.prior.to_dict(theta)["log_mformed"]
+        lum, covered = self.physics.to_rest(data.flux_noiseless, z, log_m)
+        covered &= lum > 0
+        log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)
+        del lum
+        t = torch.as_tensor(theta, dtype=torch.float32)
+        cols = self._columns(t)
+        veldisp = cols["veldisp"] if "veldisp" in cols else torch.zeros(len(t))
+        surv = torch.as_tensor(data.params["log_mstar"] - log_m, dtype=torch.float32)[:, None]
+        return self._raw_features(cols), log_rest, torch.as_tensor(covered), veldisp, surv
+
+    @torch.no_grad()
+    def validate(self, held_out: SpectraSet) -> dict[str, Any]:
+        """Measure the emulator's error again, on simulations it was not trained on.
+
+        Replaces the per-pixel RMS error and the correlated error modes (what
+        :func:`specsbi.mcmc.sample` adds to the likelihood) and ``metrics`` with those of
+        ``held_out``, e.g. an independent simulated set. :meth:`fit` does the same on its
+        own validation rows.
+
+        Returns:
+            The new ``metrics``.
+        """
+        self._require()
+        _check_set(held_out, "validate")
+        _check_params(held_out, self.prior)
+        raw, log_rest, covered, veldisp, surv = self._targets(held_out)
+        x = ((raw.to(self.device) - self.feature_mean) / self.feature_std)[:, self._decoder_idx]
+        before = dict(self.metrics)  # the training history's figures stay
+        self._validate(x, log_rest, covered.to(self.device), veldisp.to(self.device), raw, surv)
+        self.metrics = {**before, **self.metrics,
+                        "error_measured_on": {"n": len(held_out),
+                                              "seed": held_out.attrs.get("seed")}}
+        return self.metrics
+
     @torch.no_grad()
     def _validate(self, x: Tensor, log_rest: Tensor, covered: Tensor, veldisp: Tensor,
                   raw: Tensor, surv: Tensor) -> None:
-        """Emulator error on the validation rows of the decoder's fit (same split)."""
-        val, _ = split(len(x), self.train_config, self.seed)
-        val = val[:5000]
+        """The emulator error on held-out rows: per-pixel RMS, modes, percentiles."""
         self.eval()
-        pred = self.observable(self.decoder(x[val]), veldisp[val]).cpu()
-        err = (pred - log_rest[val]).abs()
-        cov = covered[val].cpu()
+        pred = self.observable(self.decoder(x), veldisp).cpu()
+        cov = covered.cpu()
+        res = (pred - log_rest) * cov
+        err = res.abs()
         n = cov.sum(0).clamp(min=1)
-        rms = ((err**2 * cov).sum(0) / n).sqrt()
+        rms = ((res**2).sum(0) / n).sqrt()
         rms = torch.where(cov.sum(0) > 0, rms, rms[cov.sum(0) > 0].max())
         self.rest_error.copy_(rms.to(self.rest_error))
+        # modes of the second moments over all rows: a pixel few rows cover (the edges of
+        # the rest grid) joins them in proportion, the rest of its variance stays diagonal
+        self.error_modes = _leading_modes(res / len(res) ** 0.5, N_ERROR_MODES).to(self.rest_error)
         frac = torch.expm1(err[cov]).abs()  # |Δf|/f of the rest-frame spectrum
-        q = torch.quantile(frac[torch.randperm(len(frac))[:2_000_000]].double(),
+        pick = torch.randperm(len(frac), generator=torch.Generator().manual_seed(0))
+        q = torch.quantile(frac[pick[:2_000_000]].double(),
                            torch.tensor([0.5, 0.68, 0.95, 0.99], dtype=torch.float64))
-        d_surv = (self.survival(raw[val].to(self.device)).cpu() - surv[val]).abs()
+        d_surv = (self.survival(raw.to(self.device)).cpu() - surv).abs()
         self.metrics = {
-            "validation_rows": len(val),
+            "validation_rows": len(x),
             "rest_frac_error_p50_p68_p95_p99": [float(v) for v in q],
             "log_mstar_rms_dex": float(d_surv.pow(2).mean().sqrt()),
         }
@@ -481,11 +531,37 @@ class Emulator(nn.Module):
         model._build(Prior.from_json(card["prior"]), state["physics.wavelength"].numpy(),
                      state["physics.rest_wavelength"].numpy(), card.get("knots") or {},
                      card.get("feature_names"))
+        state = dict(state)  # emulators saved before the error modes were kept have none
+        model.error_modes = state.setdefault("error_modes", model.error_modes).clone()
         model.load_state_dict(state)
         model._set_span()
         model.metrics = dict(card.get("validation") or {})
         model.data_info = card.get("training_data", {})
         return model.to(model.device).eval()
+
+
+def _check_set(data: Any, what: str) -> None:
+    if not isinstance(data, SpectraSet):
+        raise ValueError(f"{what} takes a SpectraSet (e.g. ss.SpectraSet.read('train.h5'))")
+    if data.flux_noiseless is None:
+        raise ValueError("the set has no noiseless flux (/raw/spec_noiseless); simulate one "
+                         "with ss.simulate or `specsbi simulate`")
+
+
+def _check_params(data: SpectraSet, prior: Prior) -> None:
+    missing = [n for n in [*prior.names, "log_mstar"] if n not in data.params]
+    if missing:
+        raise ValueError(f"the set lacks parameter(s) {missing}; it has {sorted(data.params)}")
+
+
+def _leading_modes(res: Tensor, k: int) -> Tensor:
+    """The k leading principal directions of the residual rows, scaled so that
+    Σ_k e_k e_kᵀ is their second-moment matrix's best rank-k part: (k, n)."""
+    k = min(k, *res.shape)
+    with torch.random.fork_rng(devices=[]):  # the sketch's random start, seeded, kept local
+        torch.manual_seed(0)
+        _, s, v = torch.svd_lowrank(res.double(), q=min(k + 10, *res.shape), niter=4)
+    return (s[:k, None] * v[:, :k].T).float()
 
 
 def _mass_weighted_age(age: Tensor, tau: Tensor) -> Tensor:

@@ -192,7 +192,7 @@ class GenerativeEmulator(Emulator):
 
     def _validate(self, *args: Any) -> None:
         super()._validate(*args)
-        rms = getattr(self, "_coefficient_rms", None)
+        rms = self.__dict__.pop("_coefficient_rms", None)  # the fit's own validation rows
         if rms is not None:  # ‖Δc‖ = the ln rest spectrum's error, summed over the grid
             self.metrics["coefficient_error_rms_baseline_vs_model"] = [rms["baseline"],
                                                                        rms["model"]]
