@@ -308,6 +308,25 @@ def test_emulated_training_set(emulator):
     assert data.attrs["simulator"]["emulator"] == "PCAEmulator"
 
 
+def test_emulated_spectra_can_carry_the_emulators_error(emulator):
+    """δ = ln(emulated / emulator): zero mean, the error model's variance, seeded by θ."""
+    prior = emulator.prior.with_fixed(redshift=0.2)
+    sim = EmulatorSimulator(emulator, error=True)
+    data = ss.simulate(sim, prior, n=400, seed=4, progress=False)
+    theta = np.stack([data.params[n] for n in emulator.prior.names], 1)
+    delta = np.log(data.flux_noiseless / emulator.predict(theta))
+    diag, modes = emulator.error_model(0.2)
+    expected = (diag**2 + (modes**2).sum(0)).numpy()
+    ratio = delta.var(0).mean() / expected.mean()
+    assert abs(ratio - 1) < 0.1, ratio  # 400 draws: the mean variance to a few per cent
+    # each spectrum's mean δ: variance Σ_k mean(e_k)² + mean(s²)/npix; the grand mean to 4σ
+    sd = np.sqrt(float((modes.mean(1) ** 2).sum() + (diag**2).mean() / len(diag)) / len(delta))
+    assert abs(delta.mean()) < 4 * sd
+    again = ss.simulate(sim, prior, n=400, seed=4, progress=False)
+    np.testing.assert_array_equal(again.flux_noiseless, data.flux_noiseless)
+    assert data.attrs["simulator"]["emulator_error"] is True
+
+
 def test_bad_inputs(emulator, toy_train):
     with pytest.raises(ValueError, match="shape"):
         emulator.predict(np.zeros((2, 3)))
@@ -341,11 +360,12 @@ def test_cli_train_and_simulate(tmp_path, capsys):
     assert "saved emulator (pca)" in capsys.readouterr().out
     out = tmp_path / "emulated.h5"
     assert main(["simulate", "--emulator", str(model), "--n", "30", "--out", str(out),
-                 "--no-progress", "--range", "redshift=0.1,0.2"]) == 0
+                 "--no-progress", "--range", "redshift=0.1,0.2", "--emulator-error"]) == 0
     emulated = ss.SpectraSet.read(out)
     assert emulated.flux.shape == (30, len(WL)) and emulated.flux_noiseless is not None
     assert emulated.params["redshift"].min() >= 0.1 and emulated.params["redshift"].max() <= 0.2
     assert emulated.attrs["simulator"]["class"] == "EmulatorSimulator"
+    assert emulated.attrs["simulator"]["emulator_error"] is True
     for argv, message in [
         (["train", "emulator", "flow", "--data", str(data), "--out", str(tmp_path / "v")],
          "pca"),
@@ -353,6 +373,8 @@ def test_cli_train_and_simulate(tmp_path, capsys):
          "not a specsbi model"),
         (["simulate", "--emulator", str(model), "--n", "3", "--out", str(tmp_path / "y.h5"),
           "--range", "redshift=0.0,0.9"], "trained range"),
+        (["simulate", "--emulator-error", "--simulator", "toy", "--n", "3", "--out",
+          str(tmp_path / "z.h5")], "needs --emulator"),
     ]:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()

@@ -48,10 +48,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     chunk_size = args.chunk_size
     if args.emulator:
         emulator = _load_emulator(args.emulator)
-        sim = emulator.as_simulator(model=str(args.emulator))
+        sim = emulator.as_simulator(model=str(args.emulator), error=args.emulator_error)
         prior = _narrow(emulator.prior, ranges, fixed)
         workers, chunk_size = 1, chunk_size or 5000  # fast: one process, large chunks
     else:
+        if args.emulator_error:
+            raise ValueError("--emulator-error needs --emulator")
         if args.simulator == "toy":
             sim = ToySimulator()
         else:
@@ -278,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--simulator", choices=["bagpipes", "toy"], default="bagpipes")
     sim.add_argument("--emulator", metavar="MODEL",
                      help="simulate with a trained emulator (model folder) instead")
+    sim.add_argument("--emulator-error", action="store_true",
+                     help="with --emulator: multiply each spectrum by a draw of the "
+                          "emulator's own error (its validation residuals' covariance)")
     sim.add_argument("--r-spec", type=float, default=1000.0,
                      help="bagpipes internal resolution R (default 1000; SDSS ≈ 2000)")
     sim.add_argument("--sfh", choices=["delayed", "exponential", "constant"], default="delayed",

@@ -296,6 +296,22 @@ class Emulator(nn.Module):
         obs = self.physics.shift(rows, z)
         return obs[0].clamp(min=0).sqrt(), obs[1:]
 
+    @torch.no_grad()
+    def draw_error(self, redshift: Tensor, gen: torch.Generator) -> Tensor:
+        """Random emulator errors δ ln f (B, npix) from :meth:`error_model`'s covariance:
+        rest-frame Σ_k a_k e_k + s ε (a, ε standard normal), moved to each ``redshift``.
+
+        ``emulator(θ) · exp(δ)`` is then a spectrum as far from the emulator's as the
+        simulator's typically is; :class:`~specsbi.emulators.EmulatorSimulator` draws
+        them for emulated training sets that carry the emulator's error."""
+        modes = self.error_modes.double().cpu()
+        s = (self.rest_error.double().cpu() ** 2 - (modes**2).sum(0)).clamp(min=0).sqrt()
+        n = len(redshift)
+        a = torch.randn(n, len(modes), generator=gen, dtype=torch.float64)
+        eps = torch.randn(n, len(s), generator=gen, dtype=torch.float64)
+        rest = a @ modes + s * eps
+        return self.physics.shift(rest.to(self.device), redshift.to(self.device, torch.float64))
+
     # -------------------------------------------------------------- numpy path
     def _theta(self, theta: Any) -> Tensor:
         self._require()
@@ -469,11 +485,12 @@ class Emulator(nn.Module):
         log.info("emulator validation: %s", self.metrics)
 
     # ----------------------------------------------------------------- adapter
-    def as_simulator(self, model: str | None = None) -> Any:
-        """This emulator as a :class:`~specsbi.simulators.Simulator` for ``ss.simulate``."""
+    def as_simulator(self, model: str | None = None, error: bool = False) -> Any:
+        """This emulator as a :class:`~specsbi.simulators.Simulator` for ``ss.simulate``
+        (with ``error``, each spectrum carries a draw of the emulator's own error)."""
         from .simulator import EmulatorSimulator
 
-        return EmulatorSimulator(self, model)
+        return EmulatorSimulator(self, model, error)
 
     # --------------------------------------------------------------- save/load
     def card(self) -> dict[str, Any]:

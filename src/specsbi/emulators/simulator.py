@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..simulators.base import Simulator
 
@@ -18,6 +20,11 @@ class EmulatorSimulator(Simulator):
     Args:
         emulator: a fitted :class:`~specsbi.emulators.base.Emulator`.
         model: the folder it was loaded from (recorded in the file's attributes).
+        error: multiply each spectrum by exp(δ), δ a draw of the emulator's own error
+            (:meth:`~specsbi.emulators.base.Emulator.draw_error`), so that a flow trained
+            on the set learns to discount the emulator's error rather than trust its
+            details. Each chunk's draws are seeded by its θ: a resumed or repeated run
+            writes the same file.
 
     Example:
         >>> sim = emu.as_simulator()                                   # doctest: +SKIP
@@ -26,10 +33,10 @@ class EmulatorSimulator(Simulator):
 
     derived_names = ("log_mstar", "age")
 
-    def __init__(self, emulator: Any, model: str | None = None) -> None:
+    def __init__(self, emulator: Any, model: str | None = None, error: bool = False) -> None:
         emulator._require()
         super().__init__(emulator.physics.wavelength.cpu().numpy())
-        self.emulator, self.model = emulator, model
+        self.emulator, self.model, self.error = emulator, model, bool(error)
         prior = emulator.prior
         self.param_names = tuple(prior.all_names)
         self.limits = {**prior.ranges, **{k: (v, v) for k, v in prior.fixed.items()}}
@@ -37,7 +44,14 @@ class EmulatorSimulator(Simulator):
     def _simulate(self, params: dict[str, np.ndarray], progress: bool
                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         theta = np.stack([params[n] for n in self.emulator.prior.names], 1)
-        return self.emulator.predict(theta), self.emulator.predict_derived(theta)
+        flux = self.emulator.predict(theta)
+        if self.error:
+            digest = hashlib.sha256(np.ascontiguousarray(theta, np.float64).tobytes()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+            z = torch.as_tensor(params["redshift"], dtype=torch.float64)
+            flux = flux * np.exp(self.emulator.draw_error(z, gen).cpu().numpy())
+        return flux, self.emulator.predict_derived(theta)
 
     def _config(self) -> dict[str, Any]:
-        return {"emulator": type(self.emulator).__name__, "model": self.model}
+        return {"emulator": type(self.emulator).__name__, "model": self.model,
+                "emulator_error": self.error}
