@@ -95,10 +95,11 @@ def test_grouped_sampling_equals_nflows_inverse(kind, features, regression):
     torch.testing.assert_close(draws, reference.detach(), atol=5e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kind, regression", [("nsf", True), ("maf", False)])
-def test_joint_flow_draws_map_back_to_their_base_noise(kind, regression):
+@pytest.mark.parametrize("kind, regression, share", [("nsf", True, 0.0), ("maf", False, 0.0),
+                                                     ("nsf", False, 0.5)])
+def test_joint_flow_draws_map_back_to_their_base_noise(kind, regression, share):
     flow = _perturbed(JointFlow(6, 2, kind=kind, hidden=16, transforms=3,
-                                regression=regression))
+                                regression=regression, theta_units=share))
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(3))
     torch.manual_seed(4)
     theta = flow.conditional_sample(50, x)
@@ -106,6 +107,41 @@ def test_joint_flow_draws_map_back_to_their_base_noise(kind, regression):
     noise = torch.randn(200, 2)
     latent = flow.latent(theta.reshape(200, 2), x.repeat_interleave(50, 0))
     torch.testing.assert_close(latent, noise, atol=5e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["nsf", "maf"])
+def test_reserved_theta_units_see_all_of_x_and_keep_the_order(kind):
+    x_dim, hidden = 20, 32
+    flow = _perturbed(JointFlow(x_dim, 2, kind=kind, hidden=hidden, transforms=2,
+                                theta_units=0.5))
+    for layer in flow.flow._transform._transforms:
+        if not hasattr(layer, "autoregressive_net"):
+            continue
+        made = layer.autoregressive_net
+        assert int((made.initial_layer.degrees >= x_dim).sum()) == hidden // 2  # nflows: 2
+        v = torch.randn(x_dim + 2)
+        jac = torch.autograd.functional.jacobian(lambda u, net=made: net(u[None])[0], v)
+        out_deg = made.final_layer.degrees
+        for i, d in enumerate(out_deg.tolist()):  # an output sees only the features before it
+            assert (jac[i, d - 1 :] == 0).all()
+        assert (jac[out_deg > x_dim][:, :x_dim] != 0).any(0).all()  # θ's see every x
+    if kind == "nsf":  # the perturbed splines are too sharp for a grid integral
+        return
+    x = torch.randn(3, x_dim, generator=torch.Generator().manual_seed(5))
+    # q(x) from the x block alone still normalises q(θ | x): a grid over θ integrates to 1
+    g = torch.linspace(-40, 40, 321)
+    grid = torch.cartesian_prod(g, g)
+    with torch.no_grad():
+        log_qx = flow.marginal_log_prob(x).repeat_interleave(len(grid))
+        dens = flow.conditional_log_prob(grid.repeat(3, 1), x.repeat_interleave(len(grid), 0),
+                                         log_qx)
+    total = dens.exp().reshape(3, len(g), len(g)).sum((1, 2)) * (g[1] - g[0]) ** 2
+    torch.testing.assert_close(total, torch.ones(3), atol=2e-3, rtol=0)
+
+
+def test_theta_units_must_be_a_share():
+    with pytest.raises(ValueError, match="theta_units"):
+        JointFlow(4, 2, theta_units=1.0)
 
 
 @pytest.mark.parametrize("layer_class", [MaskedAffineAutoregressiveTransform,

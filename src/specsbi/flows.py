@@ -240,11 +240,42 @@ def _identity_init(layer: nn.Module, features: int, bins: int) -> nn.Module:
     return layer
 
 
+@torch.no_grad()
+def _reserve_hidden(layer: nn.Module, split: int, share: float) -> None:
+    """Reserve a ``share`` of every hidden layer of a MADE for the features after ``split``.
+
+    nflows gives hidden unit j the degree j mod (D − 1) + 1 (it sees the first
+    that-many features), so with D = x_dim + θ_dim only about 2H/D of H units see all
+    of x, and only they carry x to θ's outputs: with a 50-dimensional x and H = 96,
+    two units per layer. Here the reserved units cycle over degrees split … D − 1 (all
+    of x, then θ's prefix) and the rest over 1 … split − 1 (x's own autoregression).
+    Still a MADE: every output depends only on the features before it.
+    """
+    made = layer.autoregressive_net
+    d, h = made.initial_layer.in_features, made.initial_layer.out_features
+    n_theta = max(1, min(h - 1, round(share * h)))
+    low = torch.arange(h - n_theta) % max(1, split - 1) + 1
+    deg = torch.cat([low, torch.arange(n_theta) % (d - split) + split])
+    inputs = torch.arange(1, d + 1)
+    made.initial_layer.degrees.copy_(deg)
+    made.initial_layer.mask.copy_((deg[:, None] >= inputs[None]).float())
+    for block in made.blocks:
+        block.linear.degrees.copy_(deg)
+        block.linear.mask.copy_((deg[:, None] >= deg[None]).float())
+        block.degrees = block.linear.degrees
+    final = made.final_layer
+    final.mask.copy_((final.degrees[:, None] > deg[None]).float())
+
+
 def _transform(kind, features, hidden, transforms, context, bins, tail_bound, mean, std,
-               blocks: list[int]) -> CompositeTransform:
-    """Standardise, then autoregressive layers separated by within-block reversals."""
+               blocks: list[int], theta_units: float = 0.0) -> CompositeTransform:
+    """Standardise, then autoregressive layers separated by within-block reversals; with
+    ``theta_units`` > 0 and two blocks, that share of each MADE's hidden units serves the
+    second block (:func:`_reserve_hidden`)."""
     if transforms < 1 or hidden < 1:
         raise ValueError("`transforms` and `hidden` must be >= 1")
+    if not 0 <= theta_units < 1:
+        raise ValueError(f"`theta_units` must lie in [0, 1); got {theta_units}")
     perm, start = [], 0
     for size in blocks:  # reverse inside each block: block order (x before θ) is kept
         perm += list(range(start + size - 1, start - 1, -1))
@@ -252,6 +283,8 @@ def _transform(kind, features, hidden, transforms, context, bins, tail_bound, me
     layers: list[nn.Module] = [PointwiseAffineTransform(-mean / std, 1 / std)]
     for i in range(transforms):
         layers.append(_layer(kind, features, hidden, context, bins, tail_bound))
+        if theta_units > 0 and len(blocks) == 2:
+            _reserve_hidden(layers[-1], blocks[0], theta_units)
         if i < transforms - 1 and features > 1:
             layers.append(Permutation(torch.tensor(perm)))
     return CompositeTransform(layers)
@@ -364,7 +397,9 @@ class JointFlow(nn.Module):
 
     With ``regression=True``, a :class:`LinearShift` of θ on x (fitted to ``x``,
     ``theta`` when given) follows the standardisation; it leaves x untouched, so the
-    order and the factorisation hold.
+    order and the factorisation hold. ``theta_units`` reserves that share of every
+    MADE's hidden units for θ's conditionals, each seeing all of x (by default only
+    about 2/(x_dim + θ_dim) of them do; see :func:`_reserve_hidden`).
 
     Example:
         >>> flow = JointFlow(3, 2, kind="maf")
@@ -376,14 +411,14 @@ class JointFlow(nn.Module):
     def __init__(self, x_dim: int, theta_dim: int, kind: str = "nsf", hidden: int = 64,
                  transforms: int = 5, bins: int = 8, tail_bound: float = 4.0,
                  x: Tensor | None = None, theta: Tensor | None = None,
-                 regression: bool = False) -> None:
+                 regression: bool = False, theta_units: float = 0.0) -> None:
         super().__init__()
         self.x_dim, self.theta_dim = x_dim, theta_dim
         xm, xs = _stats(x, x_dim)
         tm, ts = _stats(theta, theta_dim)
         transform = _transform(kind, x_dim + theta_dim, hidden, transforms, None, bins,
                                tail_bound, torch.cat([xm, tm]), torch.cat([xs, ts]),
-                               [x_dim, theta_dim])
+                               [x_dim, theta_dim], theta_units)
         if regression:
             data = None
             if x is not None and theta is not None:
