@@ -366,8 +366,9 @@ def main(argv=None) -> int:
     elif args.keep_mcmc and Path(args.out).exists():
         before = json.loads(Path(args.out).read_text())
         if "mcmc" in before:
-            result["mcmc"] = {**before["mcmc"], "from_run": {k: before.get(k) for k in
-                                                              ("date", "command")}}
+            run = before["mcmc"].get("from_run") or {k: before.get(k) for k in
+                                                     ("date", "command")}
+            result["mcmc"] = {**before["mcmc"], "from_run": run}  # the run that measured it
     result["load_average_1min_end"] = os.getloadavg()[0]
     text = json.dumps(result, indent=1, default=float)
     print(text)

@@ -177,6 +177,7 @@ class RestFrame(nn.Module):
         # 1e-7 pixel precision that float32 would lose on c itself (c reaches thousands)
         self.register_buffer("_c_int", torch.as_tensor(np.floor(c[:-1]), dtype=torch.long),
                              persistent=False)
+        self._c_lo, self._c_hi = int(np.floor(c[:-1]).min()), int(np.floor(c[:-1]).max())
         self.register_buffer("_c_frac", torch.as_tensor(c[:-1] - np.floor(c[:-1]),
                                                         dtype=torch.float32), persistent=False)
         self.register_buffer("_inv_den", torch.as_tensor(step / np.expm1(np.diff(c) * step),
@@ -228,20 +229,28 @@ class RestFrame(nn.Module):
         edges (float64). Both are exact and differentiable in ``redshift``.
         """
         if self.fast:
-            # the left edge of observed pixel i sits at u = c_i − s rest pixels, s = ln(1+z)/Δ
+            # the left edge of observed pixel i sits at u = c_i − s rest pixels, s = ln(1+z)/Δ;
+            # its pixel is rest pixel c_i − ⌊s⌋ − 1 or c_i − ⌊s⌋ ("below": frac(c_i) < frac(s))
             s = torch.log1p(redshift.to(torch.float64)) / self._ln_rest_step
             s_int = s.detach().floor()
-            d = self._c_frac - (s - s_int).to(torch.float32)[:, None]  # (B, npix), in (−1, 1)
-            below = (d.detach() < 0).to(torch.float32)
-            left = (self._c_int - s_int.long()[:, None] - below.long()).clamp_(0, self.n_rest - 2)
+            d = self._c_frac[:, None] - (s - s_int).to(torch.float32)[None]  # (npix, B)
+            below = d.detach() < 0
             # fraction (in λ) of each observed pixel inside its first rest pixel:
             # expm1(vΔ) / expm1(δΔ) with v = left + 1 − u, expm1 by its series (vΔ < 1e-3;
             # compiled float32 expm1 is exp − 1, which loses 1e-4 here)
-            v = 1 - below - d
+            v = 1 - below.to(torch.float32) - d
             x = v * self._ln_rest_step
-            w = (v * self._inv_den * (1 + x * (0.5 + x / 6))).clamp(max=1).to(rest.dtype)
-            r_l, r_r = rest.gather(1, left), rest.gather(1, left + 1)
-            return r_r + w * (r_l - r_r)
+            w = (v * self._inv_den[:, None] * (1 + x * (0.5 + x / 6))).clamp(max=1)
+            # each row moved by ⌊s⌋ (a contiguous read per row), then, batch-major, the rest
+            # pixels c_i − 1, c_i, c_i + 1 of every row at once: whole rows of a (pixel,
+            # batch) table, where per-pixel gathers from each spectrum were scalar loads
+            m = torch.arange(self._c_lo - 1, self._c_hi + 2, device=rest.device)
+            table = rest.gather(1, (m[None] - s_int.long()[:, None]).clamp(0, self.n_rest - 1)).T
+            c = self._c_int - (self._c_lo - 1)
+            mid = table[c]
+            r_l = torch.where(below, table[c - 1], mid)
+            r_r = torch.where(below, mid, table[c + 1])
+            return (r_r + w.to(rest.dtype) * (r_l - r_r)).T
         a, j = self._locate(redshift)
         e = self.rest_edges
         r = rest.to(e.dtype)
