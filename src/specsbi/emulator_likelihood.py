@@ -3,9 +3,9 @@
 What :func:`specsbi.mcmc.sample` evaluates millions of times: ln N(flux | emulator(θ),
 σ² + emulator error) over the spectrum's good pixels (the emulator error diagonal, or
 diagonal plus a few correlated modes, applied through the Woodbury identity), batched
-in chunks of a fixed
-size (so ``torch.compile`` compiles one shape per emulator and process), masked
-pixels weighted by zero rather than gathered (every spectrum has the same shapes).
+in chunks of a fixed size (so ``torch.compile`` compiles one shape per emulator and
+process), masked pixels weighted by zero rather than gathered (every spectrum has the
+same shapes).
 Also here: :class:`BoxTransform`, the exact bijection between ℝ^d and the prior's
 box in which the chain moves, and :func:`optimize_start`, the quick maximum-likelihood
 start (a redshift scan, a prior search, L-BFGS through the emulator, the Fisher

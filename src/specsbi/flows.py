@@ -262,7 +262,6 @@ def _reserve_hidden(layer: nn.Module, split: int, share: float) -> None:
     for block in made.blocks:
         block.linear.degrees.copy_(deg)
         block.linear.mask.copy_((deg[:, None] >= deg[None]).float())
-        block.degrees = block.linear.degrees
     final = made.final_layer
     final.mask.copy_((final.degrees[:, None] > deg[None]).float())
 

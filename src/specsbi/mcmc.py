@@ -407,11 +407,11 @@ def _sample_one(emulator: Any, spec: Any, prior: Any, init: Any, seed: int, prog
     frac = reference = modes = None
     if error is not None:
         with torch.no_grad():
-            z = torch.tensor([z0], dtype=torch.float64, device=dev)
             if error == "fixed":
                 frac, modes = emulator.error_model(z0)
             else:
-                frac = emulator.fractional_error(z)[0]
+                frac = emulator.fractional_error(
+                    torch.tensor([z0], dtype=torch.float64, device=dev))[0]
             if error != "model":
                 ref = torch.as_tensor(start[:1], dtype=torch.float64, device=dev)
                 reference = emulator(ref)[0]

@@ -289,12 +289,17 @@ class Emulator(nn.Module):
             s (npix,) and the modes (k, npix), float64; k is 0 for an emulator saved
             before the modes were kept (then s is :meth:`fractional_error`).
         """
-        modes = self.error_modes.double()
-        rest_var = (self.rest_error.double() ** 2 - (modes**2).sum(0)).clamp(min=0)
+        rest_var, modes = self._rest_error_parts()
         rows = torch.cat([rest_var[None], modes])
         z = torch.full((len(rows),), float(redshift), dtype=torch.float64, device=rows.device)
         obs = self.physics.shift(rows, z)
         return obs[0].clamp(min=0).sqrt(), obs[1:]
+
+    def _rest_error_parts(self) -> tuple[Tensor, Tensor]:
+        """The rest-frame error model, float64: what the modes leave of each pixel's
+        variance (n_rest,) and the modes (k, n_rest)."""
+        modes = self.error_modes.double()
+        return (self.rest_error.double() ** 2 - (modes**2).sum(0)).clamp(min=0), modes
 
     @torch.no_grad()
     def draw_error(self, redshift: Tensor, gen: torch.Generator) -> Tensor:
@@ -304,12 +309,11 @@ class Emulator(nn.Module):
         ``emulator(θ) · exp(δ)`` is then a spectrum as far from the emulator's as the
         simulator's typically is; :class:`~specsbi.emulators.EmulatorSimulator` draws
         them for emulated training sets that carry the emulator's error."""
-        modes = self.error_modes.double().cpu()
-        s = (self.rest_error.double().cpu() ** 2 - (modes**2).sum(0)).clamp(min=0).sqrt()
+        rest_var, modes = (t.cpu() for t in self._rest_error_parts())
         n = len(redshift)
         a = torch.randn(n, len(modes), generator=gen, dtype=torch.float64)
-        eps = torch.randn(n, len(s), generator=gen, dtype=torch.float64)
-        rest = a @ modes + s * eps
+        eps = torch.randn(n, len(rest_var), generator=gen, dtype=torch.float64)
+        rest = a @ modes + rest_var.sqrt() * eps
         return self.physics.shift(rest.to(self.device), redshift.to(self.device, torch.float64))
 
     # -------------------------------------------------------------- numpy path
