@@ -8,7 +8,10 @@ the RMS of the derived log_mstar.
 Speed: bagpipes' ``model_galaxy.update`` (through BagpipesSimulator, model built
 before timing) on --n-bagpipes draws, against the emulator's batched ``predict``
 on --n-speed draws, both on one thread in this process: a ratio of spectra/s.
-With --compile the emulator is also timed after ``torch.compile``.
+With --compile the emulator is also timed after ``torch.compile``. The draws are
+split over --rounds rounds, bagpipes and the emulators in turn, and the median of
+the rounds' ratios is reported (with their range): a drift in the machine's speed
+moves both sides of a round.
 
 MCMC (--mcmc N): ss.mcmc.sample with the first emulator on the first N test
 galaxies (S/N 5-30 noise as stored), started from the NPE posterior of --npe if
@@ -83,45 +86,95 @@ def accuracy(emu, test: ss.SpectraSet) -> dict:
     }
 
 
-def bagpipes_speed(test: ss.SpectraSet, n: int) -> dict:
+def _bagpipes_timer(test: ss.SpectraSet):
+    """bagpipes through BagpipesSimulator, its model built (and bagpipes imported) untimed."""
     sim = ss.BagpipesSimulator(wavelength=test.wavelength,
                                R_spec=float((test.attrs.get("simulator") or {})
                                             .get("R_spec", 1000.0)))
-    prior = ss.default_prior()
-    theta = prior.draw(n + 1, seed=123)
     t0 = time.perf_counter()
-    sim.simulate(theta[:1])  # imports bagpipes and builds the model: not timed
+    sim.simulate(ss.default_prior().draw(1, seed=122))
     setup = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    sim.simulate(theta[1:])
-    wall = time.perf_counter() - t0
-    return {"n": n, "setup_s": setup, "ms_per_spectrum": 1e3 * wall / n,
-            "spectra_per_s": n / wall}
+
+    def timed(theta: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        sim.simulate(theta)
+        return time.perf_counter() - t0
+
+    return timed, setup
 
 
-@torch.no_grad()
-def emulator_speed(emu, n: int, batch: int, compile_: bool) -> dict:
-    theta = emu.prior.draw(n, seed=7)
-    emu.predict(theta[:batch], batch_size=batch)  # warm-up
-    t0 = time.perf_counter()
-    emu.predict(theta, batch_size=batch)
-    wall = time.perf_counter() - t0
-    out = {"n": n, "batch": batch, "spectra_per_s": n / wall, "us_per_spectrum": 1e6 * wall / n}
+def _emulator_timers(emu, batch: int, compile_: bool) -> tuple[dict, dict]:
+    """Timers of ``emu``'s batched prediction (eager ``predict``; compiled forward)."""
+    def eager(theta: np.ndarray) -> float:
+        t0 = time.perf_counter()
+        emu.predict(theta, batch_size=batch)
+        return time.perf_counter() - t0
+
+    timers, info = {"eager": eager}, {}
     if compile_:
         fast = torch.compile(emu, dynamic=False)
-        t = torch.as_tensor(theta, dtype=torch.float32)
+        t = torch.as_tensor(emu.prior.draw(batch, seed=6), dtype=torch.float32)
         t0 = time.perf_counter()
-        ref = fast(t[:batch])
-        out["compile_s"] = time.perf_counter() - t0
-        np.testing.assert_allclose(ref.numpy(), emu(t[:batch]).numpy(), rtol=1e-4)
-        t0 = time.perf_counter()
-        for i in range(0, n - batch + 1, batch):
-            fast(t[i : i + batch]).numpy()
-        wall = time.perf_counter() - t0
-        done = (n // batch) * batch
-        out["compiled_spectra_per_s"] = done / wall
-        out["compiled_us_per_spectrum"] = 1e6 * wall / done
-    return out
+        with torch.no_grad():
+            ref = fast(t)
+        info["compile_s"] = time.perf_counter() - t0
+        with torch.no_grad():
+            np.testing.assert_allclose(ref.numpy(), emu(t).numpy(), rtol=1e-4)
+
+        @torch.no_grad()
+        def compiled(theta: np.ndarray) -> float:
+            tt = torch.as_tensor(theta, dtype=torch.float32)
+            t0 = time.perf_counter()
+            for i in range(0, len(tt), batch):
+                fast(tt[i : i + batch]).numpy()
+            return time.perf_counter() - t0
+
+        timers["compiled"] = compiled
+    return timers, info
+
+
+def speed(emus: dict, test: ss.SpectraSet, n_bagpipes: int, n_speed: int, batch: int,
+          compile_: bool, rounds: int) -> tuple[dict, dict]:
+    """bagpipes and each emulator timed in turn, ``rounds`` times over: each round's
+    ratio compares spectra/s measured within seconds of each other, so a machine whose
+    speed drifts (a shared one) moves both. Medians over the rounds are reported."""
+    bp_timer, setup = _bagpipes_timer(test)
+    timers, out = {}, {}
+    for name, emu in emus.items():
+        emu.predict(emu.prior.draw(batch, seed=5), batch_size=batch)  # warm-up
+        timers[name], out[name] = _emulator_timers(emu, batch, compile_)
+        out[name].update({"n": n_speed, "batch": batch, "rounds": []})
+    prior = ss.default_prior()
+    per_bp = max(n_bagpipes // rounds, 1)
+    per_emu = max(n_speed // rounds // batch, 1) * batch
+    bp_rounds = []
+    for r in range(rounds):
+        bp_rate = per_bp / bp_timer(prior.draw(per_bp, seed=1000 + r))
+        bp_rounds.append(bp_rate)
+        for name, emu in emus.items():
+            theta = emu.prior.draw(per_emu, seed=2000 + r)
+            row = {"bagpipes_spectra_per_s": bp_rate}
+            for kind, timer in timers[name].items():
+                rate = per_emu / timer(theta)
+                row[f"{kind}_spectra_per_s"] = rate
+                row[f"{kind}_speedup"] = rate / bp_rate
+            out[name]["rounds"].append(row)
+    for name in emus:
+        rows = out[name]["rounds"]
+        for kind in timers[name]:
+            rate = float(np.median([r[f"{kind}_spectra_per_s"] for r in rows]))
+            ratio = float(np.median([r[f"{kind}_speedup"] for r in rows]))
+            prefix = "" if kind == "eager" else "compiled_"
+            out[name].update({f"{prefix}spectra_per_s": rate,
+                              f"{prefix}us_per_spectrum": 1e6 / rate,
+                              f"{prefix}speedup_vs_bagpipes": ratio,
+                              f"{prefix}speedup_min_max": [
+                                  float(min(r[f"{kind}_speedup"] for r in rows)),
+                                  float(max(r[f"{kind}_speedup"] for r in rows))]})
+    rate = float(np.median(bp_rounds))
+    bp = {"n": per_bp * rounds, "rounds": rounds, "setup_s": setup,
+          "ms_per_spectrum": 1e3 / rate, "spectra_per_s": rate}
+    return bp, out
 
 
 def _c2st(a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
@@ -306,6 +359,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-bagpipes", type=int, default=100, help="bagpipes spectra timed")
     ap.add_argument("--n-speed", type=int, default=20_000, help="emulator spectra timed")
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="speed: bagpipes and the emulators timed in turn this many times")
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile; the MCMC runs compiled too")
     ap.add_argument("--mcmc", type=int, default=0, help="galaxies for the MCMC part")
@@ -346,14 +401,9 @@ def main(argv=None) -> int:
         if not args.mcmc_only:
             result["emulators"][name]["accuracy"] = accuracy(emu, test)
     if not args.mcmc_only:
-        bp = bagpipes_speed(test, args.n_bagpipes)
-        result["bagpipes"] = bp
-        for name, emu in emus.items():
-            sp = emulator_speed(emu, args.n_speed, args.batch, args.compile)
-            sp["speedup_vs_bagpipes"] = sp["spectra_per_s"] / bp["spectra_per_s"]
-            if "compiled_spectra_per_s" in sp:
-                sp["compiled_speedup_vs_bagpipes"] = (sp["compiled_spectra_per_s"]
-                                                      / bp["spectra_per_s"])
+        result["bagpipes"], speeds = speed(emus, test, args.n_bagpipes, args.n_speed,
+                                           args.batch, args.compile, args.rounds)
+        for name, sp in speeds.items():
             result["emulators"][name]["speed"] = sp
     if args.figure and not args.mcmc_only:
         figure(next(iter(emus.values())), test, Path(args.figure))

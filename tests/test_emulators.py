@@ -73,6 +73,33 @@ def test_fast_path_equals_the_cumulative_integral(layer):
     np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=5e-6)  # float32 weights
 
 
+def test_windowed_forward_equals_broadening_then_resampling_everywhere():
+    """The fast forward exponentiates and broadens only each spectrum's window of rest
+    pixels; it must equal the whole-grid broadening followed by the cumulative-integral
+    resampling, at the ends of the redshift range too, and honour ``span``."""
+    grid = trim_rest_wavelength(bagpipes_rest_wavelength(WL), WL, Z_RANGE)
+    layer = RestFrame(WL, grid, Z_RANGE, kms_per_pixel=149.9, max_veldisp=400.0)
+    assert layer.fast and layer.margin == 12
+    rng = np.random.default_rng(4)
+    n = layer.n_rest + 2 * layer.margin
+    log_rest = torch.as_tensor(rng.normal(size=(6, n)))
+    z = torch.tensor([0.01, 0.5, 0.0100001, 0.4999999, 0.137, 0.33], dtype=torch.float64)
+    log_m = torch.full((6,), 10.0, dtype=torch.float64)
+    veldisp = torch.tensor([50.0, 400.0, 149.9, 300.0, 10.0, 220.0], dtype=torch.float64)
+    span = (30, n - 41)
+    fast = layer(log_rest, z, log_m, veldisp, span=span)
+    layer.fast = False
+    try:
+        slow = layer(layer.pad(log_rest, span), z, log_m, veldisp)
+    finally:
+        layer.fast = True
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=5e-6)  # float32 weights
+    padded = layer.pad(log_rest, span)
+    assert (padded[:, :30] == log_rest[:, 30:31]).all()
+    assert (padded[:, -41:] == log_rest[:, -41:-40]).all()
+    assert not torch.allclose(fast, layer(log_rest, z, log_m, veldisp))  # span matters
+
+
 def test_redshift_moves_a_feature_by_log10_1pz_over_the_step(layer):
     """A rest-frame feature lands log10(1 + z) / 1e-4 pixels further at redshift z."""
     w = layer.rest_wavelength.numpy()

@@ -148,11 +148,13 @@ class Emulator(nn.Module):
     def _pad(self, out: Tensor) -> Tensor:
         """Copy the outermost pixels any training spectrum covered over those beyond: the
         decoder is never trained there, and the broadening kernel would leak them in."""
+        return self.physics.pad(out, self._covered())
+
+    def _covered(self) -> tuple[int, int]:
+        """The decoder's pixels some training spectrum covered: (first, last)."""
         if getattr(self, "_span", None) is None:
             self._set_span()
-        a, b = self._span
-        return torch.cat([out[:, a : a + 1].expand(-1, a), out[:, a : b + 1],
-                          out[:, b : b + 1].expand(-1, out.shape[1] - b - 1)], 1)
+        return self._span
 
     def _set_span(self) -> None:
         """Read the covered span once, as python ints: no tensor read (a graph break
@@ -263,9 +265,9 @@ class Emulator(nn.Module):
         cols = self._columns(theta)
         x = (self._raw_features(cols) - self.feature_mean) / self.feature_std
         out = self.decoder(x[:, self._decoder_idx])
-        if self.physics.margin:
-            out = self._pad(out)
-        return self.physics(out, cols["redshift"], cols["log_mformed"], self._veldisp(cols))
+        span = self._covered() if self.physics.margin else None
+        return self.physics(out, cols["redshift"], cols["log_mformed"], self._veldisp(cols),
+                            span=span)
 
     def log_mstar(self, theta: Tensor) -> Tensor:
         """log10 surviving stellar mass (B,): log_mformed + the learned log10(surviving/formed)."""

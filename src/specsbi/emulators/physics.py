@@ -219,6 +219,37 @@ class RestFrame(nn.Module):
         j = j + (a.detach() >= e[(j + 1).clamp(max=self.n_rest)]).long()
         return a, j.clamp(max=self.n_rest - 1)
 
+    def _mix(self, redshift: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The fast path's two-point mix at ``redshift`` (B,).
+
+        The left edge of observed pixel i sits at u = c_i − s rest pixels, s = ln(1 + z)/Δ;
+        its pixel is rest pixel c_i − ⌊s⌋ − 1 or c_i − ⌊s⌋ ("below": frac(c_i) < frac(s)).
+
+        Returns:
+            ⌊s⌋ (B,) long; ``below`` (npix, B); the weight of each observed pixel's
+            first rest pixel (npix, B), float32: the fraction (in λ) of the pixel inside
+            it, expm1(vΔ) / expm1(δΔ) with v = left + 1 − u, expm1 by its series (vΔ <
+            1e-3; compiled float32 expm1 is exp − 1, which loses 1e-4 here).
+        """
+        s = torch.log1p(redshift.to(torch.float64)) / self._ln_rest_step
+        s_int = s.detach().floor()
+        d = self._c_frac[:, None] - (s - s_int).to(torch.float32)[None]  # (npix, B)
+        below = d.detach() < 0
+        v = 1 - below.to(torch.float32) - d
+        x = v * self._ln_rest_step
+        w = (v * self._inv_den[:, None] * (1 + x * (0.5 + x / 6))).clamp(max=1)
+        return s_int.long(), below, w
+
+    def _two_point(self, table: Tensor, below: Tensor, w: Tensor) -> Tensor:
+        """Observed pixels (npix, B) from ``table`` (rows, B): row r holds rest pixel
+        c_lo − 1 + r − ⌊s⌋ of each spectrum. Whole rows are read, batch-major: per-pixel
+        gathers from each spectrum were scalar loads."""
+        c = self._c_int - (self._c_lo - 1)
+        mid = table[c]
+        r_l = torch.where(below, table[c - 1], mid)
+        r_r = torch.where(below, mid, table[c + 1])
+        return r_r + w.to(table.dtype) * (r_l - r_r)
+
     def shift(self, rest: Tensor, redshift: Tensor) -> Tensor:
         """Resample rest-frame spectra (B, n_rest) onto the observed pixels at ``redshift`` (B,).
 
@@ -229,34 +260,43 @@ class RestFrame(nn.Module):
         edges (float64). Both are exact and differentiable in ``redshift``.
         """
         if self.fast:
-            # the left edge of observed pixel i sits at u = c_i − s rest pixels, s = ln(1+z)/Δ;
-            # its pixel is rest pixel c_i − ⌊s⌋ − 1 or c_i − ⌊s⌋ ("below": frac(c_i) < frac(s))
-            s = torch.log1p(redshift.to(torch.float64)) / self._ln_rest_step
-            s_int = s.detach().floor()
-            d = self._c_frac[:, None] - (s - s_int).to(torch.float32)[None]  # (npix, B)
-            below = d.detach() < 0
-            # fraction (in λ) of each observed pixel inside its first rest pixel:
-            # expm1(vΔ) / expm1(δΔ) with v = left + 1 − u, expm1 by its series (vΔ < 1e-3;
-            # compiled float32 expm1 is exp − 1, which loses 1e-4 here)
-            v = 1 - below.to(torch.float32) - d
-            x = v * self._ln_rest_step
-            w = (v * self._inv_den[:, None] * (1 + x * (0.5 + x / 6))).clamp(max=1)
-            # each row moved by ⌊s⌋ (a contiguous read per row), then, batch-major, the rest
-            # pixels c_i − 1, c_i, c_i + 1 of every row at once: whole rows of a (pixel,
-            # batch) table, where per-pixel gathers from each spectrum were scalar loads
+            s_int, below, w = self._mix(redshift)
             m = torch.arange(self._c_lo - 1, self._c_hi + 2, device=rest.device)
-            table = rest.gather(1, (m[None] - s_int.long()[:, None]).clamp(0, self.n_rest - 1)).T
-            c = self._c_int - (self._c_lo - 1)
-            mid = table[c]
-            r_l = torch.where(below, table[c - 1], mid)
-            r_r = torch.where(below, mid, table[c + 1])
-            return (r_r + w.to(rest.dtype) * (r_l - r_r)).T
+            table = rest.gather(1, (m[None] - s_int[:, None]).clamp(0, self.n_rest - 1))
+            return self._two_point(table.T, below, w).T
         a, j = self._locate(redshift)
         e = self.rest_edges
         r = rest.to(e.dtype)
         cum = torch.cat([r.new_zeros(len(r), 1), torch.cumsum(r * e.diff(), 1)], 1)
         c = cum.gather(1, j) + (a - e[j]) * r.gather(1, j)
         return (c.diff(dim=1) / a.diff(dim=1)).to(rest.dtype)
+
+    def _kernel(self, veldisp: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """bagpipes' broadening kernel, unnormalised (B, 2 margin + 1), and its norm (B,).
+
+        σ = veldisp / ``kms_per_pixel`` pixels, the kernel cut at 4 int(σ + 1) pixels and
+        normalised by its trapezoid sum (half of each end tap off).
+        """
+        m = self.margin
+        x = torch.arange(-m, m + 1, device=veldisp.device, dtype=dtype)
+        sigma = (veldisp.to(dtype) / self.kms_per_pixel).clamp(min=1e-3)[:, None]
+        reach = 4 * torch.floor(sigma.detach() + 1)
+        ker = torch.exp(-0.5 * (x / sigma) ** 2) * (x.abs() <= reach)
+        return ker, ker.sum(1) - torch.exp(-0.5 * (reach[:, 0] / sigma[:, 0]) ** 2)
+
+    def _taps(self, x: Tensor, ker: Tensor) -> Tensor:
+        """Σ_k ker[:, k] x[:, k : k + n]: each row of x (B, n + 2 margin) convolved ("valid")
+        with its own kernel (B, 2 margin + 1), unnormalised."""
+        n = x.shape[1] - 2 * self.margin
+        if torch.compiler.is_compiling():  # a sum over the taps: the compiler fuses it
+            out = ker[:, :1] * x[:, :n]
+            for k in range(1, 2 * self.margin + 1):
+                out = out + ker[:, k : k + 1] * x[:, k : k + n]
+            return out
+        if len(x) == 0:
+            return x[:, 2 * self.margin :]
+        # eager: one grouped convolution, each spectrum its own kernel
+        return F.conv1d(x[None], ker[:, None], groups=len(x))[0]
 
     def broaden(self, rest: Tensor, veldisp: Tensor) -> Tensor:
         """Gaussian velocity broadening, as bagpipes applies it on its rest-frame grid.
@@ -271,42 +311,55 @@ class RestFrame(nn.Module):
         """
         if self.margin == 0:
             raise ValueError("this physics layer has no velocity broadening (kms_per_pixel)")
-        m = self.margin
-        x = torch.arange(-m, m + 1, device=rest.device, dtype=rest.dtype)
-        sigma = (veldisp.to(rest.dtype) / self.kms_per_pixel).clamp(min=1e-3)[:, None]
-        reach = 4 * torch.floor(sigma.detach() + 1)
-        ker = torch.exp(-0.5 * (x / sigma) ** 2) * (x.abs() <= reach)
-        ends = torch.exp(-0.5 * (reach / sigma) ** 2)  # trapezoid: half of each end tap off
-        ker = ker / (ker.sum(1, keepdim=True) - ends)
-        if torch.compiler.is_compiling():  # a sum over the taps: the compiler fuses it
-            n = rest.shape[1] - 2 * m
-            out = ker[:, :1] * rest[:, :n]
-            for k in range(1, 2 * m + 1):
-                out = out + ker[:, k : k + 1] * rest[:, k : k + n]
-            return out
-        if len(rest) == 0:
-            return rest[:, 2 * m :]
-        # eager: one grouped convolution, each spectrum its own kernel
-        return F.conv1d(rest[None], ker[:, None], groups=len(rest))[0]
+        ker, norm = self._kernel(veldisp, rest.dtype)
+        return self._taps(rest, ker) / norm[:, None]
+
+    @staticmethod
+    def pad(log_rest: Tensor, span: tuple[int, int]) -> Tensor:
+        """``log_rest`` (B, n) with pixels before ``span[0]`` and after ``span[1]`` set to
+        those two (an emulator's decoder is only trained on a span of the rest grid)."""
+        idx = torch.arange(log_rest.shape[-1], device=log_rest.device).clamp(*span)
+        return log_rest[:, idx]
 
     def forward(self, log_rest: Tensor, redshift: Tensor, log_mformed: Tensor,
-                veldisp: Tensor | None = None) -> Tensor:
+                veldisp: Tensor | None = None, span: tuple[int, int] | None = None) -> Tensor:
         """ln rest-frame L_λ per M☉ formed → observed flux (B, npix).
 
         ``log_rest`` is (B, n_rest), or (B, n_rest + 2 margin) before the velocity
         broadening (then ``veldisp`` (B,) is needed). The result has the dtype of
-        ``log_rest`` (float32 for speed, float64 for checks).
+        ``log_rest`` (float32 for speed, float64 for checks). With ``span`` the
+        pixels of ``log_rest`` outside it are first replaced as :meth:`pad` does.
+
+        On the fast path only the rest pixels the observed ones see are exponentiated
+        and broadened: each spectrum's window, read at its whole-pixel shift.
         """
         z = redshift.to(self.rest_edges)
-        rest = torch.exp(log_rest)
-        if log_rest.shape[-1] != self.n_rest:
-            if veldisp is None or log_rest.shape[-1] != self.n_rest + 2 * self.margin:
-                raise ValueError(f"expected (B, {self.n_rest}) rest spectra, or (B, "
-                                 f"{self.n_rest + 2 * self.margin}) with `veldisp`; got "
-                                 f"{tuple(log_rest.shape)}")
-            rest = self.broaden(rest, veldisp)
+        broad = log_rest.shape[-1] != self.n_rest
+        if broad and (veldisp is None or log_rest.shape[-1] != self.n_rest + 2 * self.margin):
+            raise ValueError(f"expected (B, {self.n_rest}) rest spectra, or (B, "
+                             f"{self.n_rest + 2 * self.margin}) with `veldisp`; got "
+                             f"{tuple(log_rest.shape)}")
         log_amp = self.log_flux_scale(z) + math.log(10) * log_mformed.to(z)
-        return self.shift(rest, z) * torch.exp(log_amp).to(log_rest.dtype)[:, None]
+        n_in = log_rest.shape[-1]
+        span = (0, n_in - 1) if span is None else span
+        if not self.fast:
+            rest = torch.exp(self.pad(log_rest, span))
+            if broad:
+                rest = self.broaden(rest, veldisp)
+            return self.shift(rest, z) * torch.exp(log_amp).to(log_rest.dtype)[:, None]
+        s_int, below, w = self._mix(z)
+        # padded pixel p holds rest pixel p − margin, and broadened rest pixel q sums the
+        # padded q … q + 2 margin: rows c_lo − 1 − ⌊s⌋ … c_hi + 1 − ⌊s⌋ + 2 margin
+        width = self._c_hi - self._c_lo + 3 + (2 * self.margin if broad else 0)
+        p = torch.arange(width, device=log_rest.device)
+        idx = (self._c_lo - 1 - s_int)[:, None] + p[None]
+        table = torch.exp(log_rest.gather(1, idx.clamp(*span)))
+        if broad:
+            ker, norm = self._kernel(veldisp, log_rest.dtype)
+            table = self._taps(table, ker)
+            log_amp = log_amp - torch.log(norm).to(log_amp)
+        amp = torch.exp(log_amp).to(log_rest.dtype)
+        return (self._two_point(table.T, below, w) * amp[None]).T
 
     # ---------------------------------------------------------------- inverse
     @torch.no_grad()
