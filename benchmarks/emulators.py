@@ -356,10 +356,10 @@ def main(argv=None) -> int:
     ap.add_argument("--model", action="append", required=True, help="emulator folder(s)")
     ap.add_argument("--test", required=True, help="held-out bagpipes set with noiseless flux")
     ap.add_argument("--n-test", type=int, default=1000)
-    ap.add_argument("--n-bagpipes", type=int, default=100, help="bagpipes spectra timed")
-    ap.add_argument("--n-speed", type=int, default=20_000, help="emulator spectra timed")
+    ap.add_argument("--n-bagpipes", type=int, default=500, help="bagpipes spectra timed")
+    ap.add_argument("--n-speed", type=int, default=50_000, help="emulator spectra timed")
     ap.add_argument("--batch", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=5,
+    ap.add_argument("--rounds", type=int, default=10,
                     help="speed: bagpipes and the emulators timed in turn this many times")
     ap.add_argument("--compile", action="store_true",
                     help="also time torch.compile; the MCMC runs compiled too")
