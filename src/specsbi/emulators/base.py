@@ -143,15 +143,13 @@ class Emulator(nn.Module):
         """Decoder output → ln rest spectrum on the rest grid (broadened if the layer does)."""
         if self.physics.margin == 0:
             return out
-        return torch.log(self.physics.broaden(torch.exp(self._pad(out)), veldisp))
-
-    def _pad(self, out: Tensor) -> Tensor:
-        """Copy the outermost pixels any training spectrum covered over those beyond: the
-        decoder is never trained there, and the broadening kernel would leak them in."""
-        return self.physics.pad(out, self._covered())
+        padded = self.physics.pad(out, self._covered())
+        return torch.log(self.physics.broaden(torch.exp(padded), veldisp))
 
     def _covered(self) -> tuple[int, int]:
-        """The decoder's pixels some training spectrum covered: (first, last)."""
+        """The decoder's pixels some training spectrum covered: (first, last). Those
+        beyond take the outermost ones' values (``RestFrame.pad``): the decoder is never
+        trained there, and the broadening kernel would leak them in."""
         if getattr(self, "_span", None) is None:
             self._set_span()
         return self._span
