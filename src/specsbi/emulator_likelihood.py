@@ -128,7 +128,10 @@ class EmulatorLikelihood:
                 bw = b * self.weight
                 chol = torch.linalg.cholesky(torch.eye(len(b), dtype=f64, device=dev)
                                              + bw @ b.T)
-                self.proj = torch.linalg.solve_triangular(chol, bw, upper=False)
+                # float32, like the emulator's flux: the projection is the likelihood's
+                # largest matrix product, and its rounding (~1e-6 nats) is far below the
+                # flux's own
+                self.proj = torch.linalg.solve_triangular(chol, bw, upper=False).float()
                 self.const -= float(torch.log(torch.diagonal(chol)).sum())
         if self.compiled:
             with torch.no_grad():  # an eager call first: the emulator caches python ints
@@ -195,7 +198,7 @@ def _fixed(emulator: Any, theta: Tensor, flux: Tensor, weight: Tensor,
     r = flux - emulator(theta).double()
     quad = (r**2 * weight).sum(-1)
     if proj is not None:
-        quad = quad - ((r @ proj.T) ** 2).sum(-1)
+        quad = quad - ((r.to(proj.dtype) @ proj.T).double() ** 2).sum(-1)
     return -0.5 * quad
 
 
