@@ -139,14 +139,14 @@ def speed(emus: dict, test: ss.SpectraSet, n_bagpipes: int, n_speed: int, batch:
     ratio compares spectra/s measured within seconds of each other, so a machine whose
     speed drifts (a shared one) moves both. Medians over the rounds are reported."""
     bp_timer, setup = _bagpipes_timer(test)
+    per_bp = max(n_bagpipes // rounds, 1)
+    per_emu = max(n_speed // rounds // batch, 1) * batch
     timers, out = {}, {}
     for name, emu in emus.items():
         emu.predict(emu.prior.draw(batch, seed=5), batch_size=batch)  # warm-up
         timers[name], out[name] = _emulator_timers(emu, batch, compile_)
-        out[name].update({"n": n_speed, "batch": batch, "rounds": []})
+        out[name].update({"n": per_emu * rounds, "batch": batch, "rounds": []})
     prior = ss.default_prior()
-    per_bp = max(n_bagpipes // rounds, 1)
-    per_emu = max(n_speed // rounds // batch, 1) * batch
     bp_rounds = []
     for r in range(rounds):
         bp_rate = per_bp / bp_timer(prior.draw(per_bp, seed=1000 + r))
@@ -383,6 +383,8 @@ def main(argv=None) -> int:
     ap.add_argument("--figure", help="PNG of the first emulator's errors")
     ap.add_argument("--out", default="benchmarks/results/emulators.json")
     args = ap.parse_args(argv)
+    if args.rounds < 1 or args.n_bagpipes < 1 or args.n_speed < 1 or args.batch < 1:
+        ap.error("--rounds, --n-bagpipes, --n-speed and --batch must be at least 1")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     test = ss.SpectraSet.read(args.test, rows=slice(0, args.n_test))
