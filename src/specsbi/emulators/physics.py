@@ -340,10 +340,8 @@ class RestFrame(nn.Module):
                              f"{self.n_rest + 2 * self.margin}) with `veldisp`; got "
                              f"{tuple(log_rest.shape)}")
         log_amp = self.log_flux_scale(z) + math.log(10) * log_mformed.to(z)
-        n_in = log_rest.shape[-1]
-        span = (0, n_in - 1) if span is None else span
         if not self.fast:
-            rest = torch.exp(self.pad(log_rest, span))
+            rest = torch.exp(log_rest if span is None else self.pad(log_rest, span))
             if broad:
                 rest = self.broaden(rest, veldisp)
             return self.shift(rest, z) * torch.exp(log_amp).to(log_rest.dtype)[:, None]
@@ -353,6 +351,7 @@ class RestFrame(nn.Module):
         width = self._c_hi - self._c_lo + 3 + (2 * self.margin if broad else 0)
         p = torch.arange(width, device=log_rest.device)
         idx = (self._c_lo - 1 - s_int)[:, None] + p[None]
+        span = (0, log_rest.shape[-1] - 1) if span is None else span
         table = torch.exp(log_rest.gather(1, idx.clamp(*span)))
         if broad:
             ker, norm = self._kernel(veldisp, log_rest.dtype)
