@@ -425,8 +425,8 @@ class Emulator(nn.Module):
         spectra (n, n_rest) and the pixels of them the observed grid covered (bool),
         veldisp (n,) and log10(surviving / formed mass) (n, 1)."""
         theta = self.prior.check(np.stack([data.params[n] for n in self.prior.names], 1))
-        z = self.prior.to_dict(theta)["redshift"]
-        log_m = self.prior.to_dict(theta)["log_mformed"]
+        named = self.prior.to_dict(theta)
+        z, log_m = named["redshift"], named["log_mformed"]
         lum, covered = self.physics.to_rest(data.flux_noiseless, z, log_m)
         covered &= lum > 0
         log_rest = torch.as_tensor(np.log(np.where(covered, lum, 1.0)), dtype=torch.float32)

@@ -250,6 +250,13 @@ class RestFrame(nn.Module):
         r_r = torch.where(below, mid, table[c + 1])
         return r_r + w.to(table.dtype) * (r_l - r_r)
 
+    def _window(self, x: Tensor, s_int: Tensor, extra: int, span: tuple[int, int]) -> Tensor:
+        """Columns c_lo − 1 − ⌊s⌋ … c_hi + 1 − ⌊s⌋ + ``extra`` of each row of ``x`` (the
+        rest pixels its observed ones see, and ``extra`` beyond), indices clamped to
+        ``span``: (B, c_hi − c_lo + 3 + extra)."""
+        p = torch.arange(self._c_hi - self._c_lo + 3 + extra, device=x.device)
+        return x.gather(1, ((self._c_lo - 1 - s_int)[:, None] + p[None]).clamp(*span))
+
     def shift(self, rest: Tensor, redshift: Tensor) -> Tensor:
         """Resample rest-frame spectra (B, n_rest) onto the observed pixels at ``redshift`` (B,).
 
@@ -261,8 +268,7 @@ class RestFrame(nn.Module):
         """
         if self.fast:
             s_int, below, w = self._mix(redshift)
-            m = torch.arange(self._c_lo - 1, self._c_hi + 2, device=rest.device)
-            table = rest.gather(1, (m[None] - s_int[:, None]).clamp(0, self.n_rest - 1))
+            table = self._window(rest, s_int, 0, (0, self.n_rest - 1))
             return self._two_point(table.T, below, w).T
         a, j = self._locate(redshift)
         e = self.rest_edges
@@ -347,12 +353,9 @@ class RestFrame(nn.Module):
             return self.shift(rest, z) * torch.exp(log_amp).to(log_rest.dtype)[:, None]
         s_int, below, w = self._mix(z)
         # padded pixel p holds rest pixel p − margin, and broadened rest pixel q sums the
-        # padded q … q + 2 margin: rows c_lo − 1 − ⌊s⌋ … c_hi + 1 − ⌊s⌋ + 2 margin
-        width = self._c_hi - self._c_lo + 3 + (2 * self.margin if broad else 0)
-        p = torch.arange(width, device=log_rest.device)
-        idx = (self._c_lo - 1 - s_int)[:, None] + p[None]
+        # padded q … q + 2 margin: the window reaches 2 margin further
         span = (0, log_rest.shape[-1] - 1) if span is None else span
-        table = torch.exp(log_rest.gather(1, idx.clamp(*span)))
+        table = torch.exp(self._window(log_rest, s_int, 2 * self.margin if broad else 0, span))
         if broad:
             ker, norm = self._kernel(veldisp, log_rest.dtype)
             table = self._taps(table, ker)
